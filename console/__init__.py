@@ -1,0 +1,1 @@
+"""Ops console (Streamlit): capacity, latency, sessions with their live QR, and the tier planner."""

@@ -2,43 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-# Generous: these tests run on loaded 2-core machines.
-DEADLINE = float(os.environ.get("MESH_TEST_DEADLINE", "60"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool] | bool],
-    *,
-    timeout: float = DEADLINE,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> None:
-    """Poll `predicate` until it is true; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(interval)
+from tests.helpers import Watcher
 
 
 @pytest.fixture
@@ -63,3 +32,49 @@ async def sandbox_factory() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
 async def sandbox(sandbox_factory: Callable[..., Awaitable[Any]]) -> Any:
     """A sandbox with short QR lifetimes, so tests run fast."""
     return await sandbox_factory(first_qr_ttl=5.0, qr_ttl=2.0, qr_count=6)
+
+
+@pytest.fixture
+async def node_factory(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    """Starts NodeServers on 127.0.0.1 (free port); `make(wa_url, **settings)`. Stops them all."""
+    from node.server import NodeServer
+    from node.settings import NodeSettings
+
+    made: list[Any] = []
+    count = 0
+
+    async def make(wa_url: str, **overrides: Any) -> Any:
+        nonlocal count
+        count += 1
+        fields: dict[str, Any] = {
+            "node_id": f"node-{count}",
+            "listen": "127.0.0.1:0",
+            "wa_url": wa_url,
+            "storage_path": tmp_path_factory.mktemp(f"node-{count}"),
+            "qr_first_timeout": 5.0,
+            "qr_timeout": 2.0,
+            "shutdown_grace": 2.0,
+        }
+        fields.update(overrides)
+        server = NodeServer(NodeSettings(**fields))
+        await server.start()
+        made.append(server)
+        return server
+
+    yield make
+    for server in reversed(made):
+        await server.aclose()
+
+
+@pytest.fixture
+async def watchers() -> AsyncIterator[Callable[[Any], Watcher]]:
+    made: list[Watcher] = []
+
+    def make(call: Any) -> Watcher:
+        w = Watcher(call)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        await w.aclose()

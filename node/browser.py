@@ -1,0 +1,111 @@
+"""One warm Chromium per node; one browser context per session; relaunched if it dies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
+
+from sessionmesh import chromium
+
+log = logging.getLogger(__name__)
+
+
+class BrowserClosed(RuntimeError):
+    """The pool was closed; it does not reopen."""
+
+
+class BrowserPool:
+    """Owns Playwright and the node's Chromium. `on_relaunch` runs after Chromium died and was
+    started again, so the node can bring its sessions back from their snapshots."""
+
+    def __init__(
+        self,
+        *,
+        executable: str | None = None,
+        on_relaunch: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._executable = executable
+        self._on_relaunch = on_relaunch
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+        self._closed = False
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.launches = 0
+
+    async def __aenter__(self) -> BrowserPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        if self._closed:
+            raise BrowserClosed("browser pool is closed")
+        self._playwright = await async_playwright().start()
+        await self._launch()
+
+    @property
+    def browser(self) -> Browser:
+        if self._browser is None or not self._browser.is_connected():
+            raise BrowserClosed("Chromium is not running")
+        return self._browser
+
+    async def new_context(self, storage_state: dict[str, Any] | None = None) -> BrowserContext:
+        async with self._lock:  # not while a relaunch is half done
+            browser = self.browser
+        # Snapshots carry their own IndexedDB; Playwright restores it into the new context.
+        return await browser.new_context(storage_state=storage_state)  # type: ignore[arg-type]
+
+    async def _launch(self) -> None:
+        assert self._playwright is not None
+        path = chromium.executable_path(self._executable)
+        browser = await self._playwright.chromium.launch(
+            executable_path=path, args=chromium.launch_args(), headless=True
+        )
+        browser.on("disconnected", self._disconnected)
+        self._browser = browser
+        self.launches += 1
+        log.info("chromium %s started (launch %d)", browser.version, self.launches)
+
+    def _disconnected(self, _browser: Browser) -> None:
+        if self._closed:
+            return
+        log.error("chromium died; relaunching")
+        task = asyncio.get_running_loop().create_task(self._relaunch())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _relaunch(self) -> None:
+        delay = 0.5
+        async with self._lock:
+            while not self._closed:
+                try:
+                    await self._launch()
+                    break
+                except Exception:
+                    log.exception("chromium relaunch failed; retrying in %.1fs", delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+        if not self._closed and self._on_relaunch is not None:
+            await self._on_relaunch()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._browser is not None:
+            try:
+                await self._browser.close()
+            except Exception:
+                log.debug("chromium was already gone at close")
+        if self._playwright is not None:
+            await self._playwright.stop()

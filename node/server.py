@@ -1,0 +1,106 @@
+"""A session node's process: gRPC server, health, reflection, browser pool, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from node.auth_store import LocalAuthStore
+from node.browser import BrowserPool
+from node.catalog import LocalCatalog
+from node.host import SessionHost
+from node.service import NodeService
+from node.settings import NodeSettings
+from sessionmesh.v1 import node_pb2, node_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = node_pb2.DESCRIPTOR.services_by_name["SessionNode"].full_name
+
+# Long-lived watch streams: ping idle connections, and let routers ping us.
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 1 << 20),
+]
+
+
+class NodeServer:
+    """Start with `await start()` (or `async with`); `aclose()` stops it gracefully, once."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.address = ""
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._pool = BrowserPool(executable=settings.chromium_path)
+        root = settings.storage_path
+        self.host = SessionHost(
+            settings,
+            self._pool,
+            local_store=LocalAuthStore(
+                root, backups=settings.backup_count if settings.backup_enabled else 0
+            ),
+            catalog=LocalCatalog(root),
+        )
+        self._serving = False
+        self._closed = False
+
+    async def __aenter__(self) -> NodeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    @property
+    def pool(self) -> BrowserPool:
+        return self._pool
+
+    async def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("node server is closed")
+        await self._pool.start()
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        node_pb2_grpc.add_SessionNodeServicer_to_server(
+            NodeService(self.host, address=lambda: self.address, serving=lambda: self._serving),
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        )
+        host, _, _port = self.settings.listen.rpartition(":")
+        port = server.add_insecure_port(self.settings.listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {self.settings.listen} (MESH_NODE_LISTEN)")
+        self.address = f"{host}:{port}"
+        await server.start()
+        self._server = server
+        resumed = await self.host.resume()
+        self._serving = True
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("node %s serving on %s (%d sessions resumed)", self.node_id, self.address, resumed)
+
+    async def aclose(self) -> None:
+        """Graceful stop: refuse new work, NOT_SERVING, final snapshots, stop server, close browser."""
+        if self._closed:
+            return
+        self._closed = True
+        self.host.accepting = False
+        self._serving = False
+        await self._health.enter_graceful_shutdown()
+        await asyncio.shield(self.host.shutdown())
+        if self._server is not None:
+            await self._server.stop(self.settings.shutdown_grace)
+        await self._pool.aclose()
+        log.info("node %s stopped", self.node_id)

@@ -1,0 +1,123 @@
+"""The node's gRPC servicer (sessionmesh.v1.SessionNode); node errors become status codes here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from node.errors import InvalidRequest, NodeFull, NodeUnavailable, PageError, SessionNotFound
+from node.host import SessionHost
+from node.memory import browser_pss
+from sessionmesh.v1 import common_pb2 as pb
+from sessionmesh.v1 import node_pb2, node_pb2_grpc
+from sessionmesh.validation import InvalidArgument, check_labels, check_session_id
+
+T = TypeVar("T")
+
+_STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
+    (SessionNotFound, grpc.StatusCode.NOT_FOUND),
+    (NodeFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (NodeUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (PageError, grpc.StatusCode.INTERNAL),
+]
+
+
+async def _mapped(
+    context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[T]]
+) -> T:
+    """Run `call`, turning the node's errors into gRPC status codes (the one place that does)."""
+    try:
+        return await call()
+    except tuple(exc for exc, _ in _STATUS) as e:
+        code = next(c for exc, c in _STATUS if isinstance(e, exc))
+        await context.abort(code, str(e))
+        raise  # unreachable: abort raises
+
+
+def _check(tenant: str, session_id: str) -> None:
+    check_session_id(tenant, "tenant")
+    check_session_id(session_id)
+
+
+class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
+    def __init__(
+        self, host: SessionHost, *, address: Callable[[], str], serving: Callable[[], bool]
+    ) -> None:
+        self._host = host
+        self._address = address
+        self._serving = serving
+
+    @property
+    def node_id(self) -> str:
+        return self._host.settings.node_id
+
+    async def StartSession(self, request: node_pb2.StartSessionRequest, context: Any) -> pb.Session:
+        async def run() -> pb.Session:
+            _check(request.tenant, request.session_id)
+            labels = check_labels(dict(request.labels))
+            session = await self._host.start(
+                request.tenant, request.session_id, request.auth_strategy, labels
+            )
+            return session.to_proto(self.node_id)
+
+        return await _mapped(context, run)
+
+    async def GetSession(self, request: node_pb2.NodeSessionRequest, context: Any) -> pb.Session:
+        async def run() -> pb.Session:
+            _check(request.tenant, request.session_id)
+            return self._host.get(request.tenant, request.session_id).to_proto(self.node_id)
+
+        return await _mapped(context, run)
+
+    async def ListSessions(
+        self, request: node_pb2.NodeListSessionsRequest, context: Any
+    ) -> node_pb2.NodeListSessionsResponse:
+        return node_pb2.NodeListSessionsResponse(
+            sessions=[
+                node_pb2.NodeSession(tenant=s.info.tenant, session=s.to_proto(self.node_id))
+                for s in self._host.all()
+            ]
+        )
+
+    async def StopSession(self, request: node_pb2.NodeSessionRequest, context: Any) -> pb.Session:
+        async def run() -> pb.Session:
+            _check(request.tenant, request.session_id)
+            session = await self._host.stop(request.tenant, request.session_id)
+            return session.to_proto(self.node_id)
+
+        return await _mapped(context, run)
+
+    async def LogoutSession(self, request: node_pb2.NodeSessionRequest, context: Any) -> pb.Session:
+        async def run() -> pb.Session:
+            _check(request.tenant, request.session_id)
+            session = await self._host.logout(request.tenant, request.session_id)
+            return session.to_proto(self.node_id)
+
+        return await _mapped(context, run)
+
+    async def WatchSession(
+        self, request: node_pb2.NodeWatchRequest, context: Any
+    ) -> AsyncIterator[pb.SessionEvent]:
+        async def find() -> Any:
+            _check(request.tenant, request.session_id)
+            return self._host.get(request.tenant, request.session_id)
+
+        session = await _mapped(context, find)
+        async for event in session.log.follow(request.after_seq):
+            yield event
+
+    async def GetNodeStatus(
+        self, request: node_pb2.NodeStatusRequest, context: Any
+    ) -> pb.NodeStatus:
+        return pb.NodeStatus(
+            node_id=self.node_id,
+            address=self._address(),
+            health=pb.SERVING if self._serving() else pb.NOT_SERVING,
+            sessions=self._host.held(),
+            capacity=self._host.settings.max_sessions,
+            memory_bytes=browser_pss(),
+        )

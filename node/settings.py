@@ -1,0 +1,71 @@
+"""The node's settings, read once from the environment (names kept from the original service)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sessionmesh.config import ConfigError, env_bool, env_float, env_int, env_str
+
+AUTH_STRATEGIES = ("localauth", "remoteauth")
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    node_id: str = field(default_factory=lambda: f"node-{socket.gethostname()}")
+    listen: str = "127.0.0.1:50061"
+    wa_url: str = "https://web.whatsapp.com"
+    auth_strategy: str = "localauth"
+    max_sessions: int = 50
+    storage_path: Path = Path("./sessions")
+    backup_enabled: bool = False
+    backup_count: int = 3
+    snapshot_interval: float = 60.0
+    auth_timeout: float = 30.0
+    qr_max_retries: int = 0  # 0: as many as the page shows
+    qr_first_timeout: float = 60.0
+    qr_timeout: float = 20.0
+    event_log_size: int = 1000
+    chromium_path: str | None = None
+    shutdown_grace: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> NodeSettings:
+        listen = env_str(env, "MESH_NODE_LISTEN", cls.listen)
+        _check_listen(listen, "MESH_NODE_LISTEN")
+        strategy = env_str(env, "AUTH_STRATEGY", cls.auth_strategy).lower()
+        if strategy not in AUTH_STRATEGIES:
+            raise ConfigError(f"AUTH_STRATEGY must be localauth or remoteauth, got {strategy!r}")
+        wa_url = env_str(env, "WA_URL", cls.wa_url)
+        if not wa_url.startswith(("http://", "https://")):
+            raise ConfigError(f"WA_URL must be an http(s) URL, got {wa_url!r}")
+        return cls(
+            node_id=env_str(
+                env, "MESH_NODE_ID", f"node-{socket.gethostname()}-{listen.rsplit(':', 1)[1]}"
+            ),
+            listen=listen,
+            wa_url=wa_url,
+            auth_strategy=strategy,
+            max_sessions=env_int(env, "MAX_CONCURRENT_SESSIONS", cls.max_sessions, minimum=1),
+            storage_path=Path(env_str(env, "SESSION_STORAGE_PATH", str(cls.storage_path))),
+            backup_enabled=env_bool(env, "SESSION_BACKUP_ENABLED", cls.backup_enabled),
+            backup_count=env_int(env, "SESSION_BACKUP_COUNT", cls.backup_count, minimum=1),
+            snapshot_interval=env_float(
+                env, "SESSION_SNAPSHOT_INTERVAL", cls.snapshot_interval, minimum=1.0
+            ),
+            auth_timeout=env_float(env, "WA_AUTH_TIMEOUT", cls.auth_timeout, minimum=1.0),
+            qr_max_retries=env_int(env, "QR_MAX_RETRIES", cls.qr_max_retries, minimum=0),
+            qr_first_timeout=env_float(env, "QR_FIRST_TIMEOUT", cls.qr_first_timeout, minimum=0.1),
+            qr_timeout=env_float(env, "QR_TIMEOUT", cls.qr_timeout, minimum=0.1),
+            event_log_size=env_int(env, "EVENT_LOG_SIZE", cls.event_log_size, minimum=10),
+            chromium_path=env.get("CHROMIUM_PATH") or None,
+            shutdown_grace=env_float(env, "SHUTDOWN_GRACE", cls.shutdown_grace),
+        )
+
+
+def _check_listen(value: str, name: str) -> None:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be host:port, got {value!r}")

@@ -1,0 +1,56 @@
+"""Where each session lives: (tenant, session_id) -> node id, kept in memory.
+
+Rebuilt from every node's ListSessions at start, merged again whenever a node is polled back
+to health and periodically. A session found on two nodes keeps the entry it already has.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class Affinity:
+    def __init__(self) -> None:
+        self._where: dict[Key, str] = {}
+
+    def get(self, tenant: str, session_id: str) -> str | None:
+        return self._where.get((tenant, session_id))
+
+    def set(self, tenant: str, session_id: str, node_id: str) -> None:
+        self._where[(tenant, session_id)] = node_id
+
+    def forget(self, tenant: str, session_id: str, node_id: str) -> None:
+        """Drop the entry if it still points at `node_id`."""
+        if self._where.get((tenant, session_id)) == node_id:
+            del self._where[(tenant, session_id)]
+
+    def merge(self, node_id: str, keys: Iterable[Key]) -> int:
+        """Record that `node_id` holds `keys`; returns how many entries were added."""
+        added = 0
+        for key in keys:
+            current = self._where.get(key)
+            if current is None:
+                self._where[key] = node_id
+                added += 1
+            elif current != node_id:
+                log.warning(
+                    "session %s/%s is held by %s and %s; keeping %s",
+                    key[0],
+                    key[1],
+                    current,
+                    node_id,
+                    current,
+                )
+        return added
+
+    def sessions_of(self, tenant: str) -> dict[str, str]:
+        """session_id -> node id for one tenant."""
+        return {sid: node for (t, sid), node in self._where.items() if t == tenant}
+
+    def __len__(self) -> int:
+        return len(self._where)

@@ -1,0 +1,113 @@
+"""The router process: a grpc.aio server with the public API, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from router.affinity import Affinity
+from router.interceptors import Guard
+from router.nodes import NodePool
+from router.placement import Placement
+from router.service import SessionMeshService
+from router.settings import RouterSettings
+from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = mesh_pb2.DESCRIPTOR.services_by_name["SessionMesh"].full_name
+
+
+def server_options(settings: RouterSettings) -> list[tuple[str, int]]:
+    """Server-side options: refuse big requests; keepalive for long-lived WatchSession streams."""
+    keepalive_ms = int(settings.keepalive_time * 1000)
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", keepalive_ms),
+        ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Clients may ping as often as we do without being told to calm down.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", min(keepalive_ms, 10_000)),
+        ("grpc.http2.min_ping_interval_without_data_ms", min(keepalive_ms, 10_000)),
+    ]
+
+
+class RouterServer:
+    """Run the router in-process: `async with RouterServer(settings) as srv: srv.address`."""
+
+    def __init__(self, settings: RouterSettings) -> None:
+        self.settings = settings
+        self.affinity = Affinity()
+        self.pool = NodePool(settings, self.affinity)
+        self.service = SessionMeshService(
+            self.pool, Placement(settings.nodes, settings.load_factor)
+        )
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._port = 0
+        self._state = "new"
+
+    @property
+    def address(self) -> str:
+        if self._state != "serving" and not self._port:
+            raise RuntimeError("the router is not started")
+        host = self.settings.listen.rpartition(":")[0]
+        return f"{host}:{self._port}"
+
+    async def __aenter__(self) -> RouterServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        if self._state != "new":
+            raise RuntimeError(f"the router cannot start: it is {self._state}")
+        self._state = "starting"
+        await self.pool.start()
+        server = grpc.aio.server(
+            interceptors=[Guard(self.settings.tokens)], options=server_options(self.settings)
+        )
+        mesh_pb2_grpc.add_SessionMeshServicer_to_server(self.service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        self._port = server.add_insecure_port(self.settings.listen)
+        if not self._port:
+            await self.pool.aclose()
+            raise OSError(f"cannot listen on {self.settings.listen} (MESH_ROUTER_LISTEN)")
+        self._server = server
+        await server.start()
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._state = "serving"
+        log.info("router listening on %s for %d nodes", self.address, len(self.settings.nodes))
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    async def aclose(self) -> None:
+        """Graceful stop: refuse new work, NOT_SERVING, let calls finish, cancel the rest."""
+        if self._state in ("closing", "closed"):
+            return
+        self._state = "closing"
+        self.service.admitting = False
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            # Open WatchSession streams never finish on their own; stop() cancels them at grace.
+            await asyncio.shield(self._server.stop(self.settings.grace))
+        await self.pool.aclose()
+        self._state = "closed"
+        log.info("router stopped")
+
+    def __repr__(self) -> str:
+        return f"RouterServer(listen={self.settings.listen!r}, state={self._state!r})"

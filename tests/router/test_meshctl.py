@@ -10,7 +10,7 @@ import pytest
 
 from sessionmesh import meshctl
 from sessionmesh.v1 import common_pb2 as pb
-from tests.router.conftest import TOKENS
+from tests.conftest import TOKENS
 
 
 @pytest.fixture

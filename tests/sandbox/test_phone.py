@@ -195,3 +195,23 @@ async def test_page_and_qr_png_are_served(sandbox_factory: Any, http: Any) -> No
     async with http.get(sb.url + "qr.png", params={"code": FakePage.code("2@abc")}) as resp:
         assert resp.content_type == "image/png"
         assert (await resp.read()).startswith(b"\x89PNG")
+
+
+async def test_page_logout_unlinks_its_device(sandbox_factory: Any, http: Any) -> None:
+    sb = await sandbox_factory()
+    page, _ = await link(http, sb.url)
+    await page.ws.send_json({"t": "logout"})  # what Socket.logout() sends
+    assert (await page.next())["t"] == "logged_out"
+    await page.next("qr")
+    _, devices = await call(http, "GET", sb.url + f"phone/devices?phone={PHONE}")
+    assert devices["devices"] == []
+
+
+async def test_close_ends_open_pages(sandbox_factory: Any, http: Any) -> None:
+    sb = await sandbox_factory()
+    page = await FakePage.open(http, sb.url)
+    await page.next("qr")
+    await asyncio.wait_for(sb.aclose(), DEADLINE)
+    msg = await asyncio.wait_for(page.ws.receive(), DEADLINE)
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    await sb.aclose()  # idempotent

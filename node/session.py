@@ -74,6 +74,7 @@ class HostedSession:
         self._page: wa.WhatsAppPage | None = None
         self._task: asyncio.Task[None] | None = None
         self._snapshot_task: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Future[None]] = set()  # store writes, never cut off half-way
         self._restored = False
         self._qr_attempt = 0
         self._last_ref = ""
@@ -127,6 +128,11 @@ class HostedSession:
         else:
             self._on_change(self)
 
+    async def _delete_login(self) -> None:
+        """Delete the saved login once no write of it is still under way."""
+        await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._store.delete(self.info.tenant, self.info.session_id)
+
     async def logout(self) -> None:
         """Unlink the device, delete the login and close the browser."""
         self.info.resume = False
@@ -140,7 +146,7 @@ class HostedSession:
                     e,
                 )
         await self._halt(save=False)
-        await self._store.delete(self.info.tenant, self.info.session_id)
+        await self._delete_login()
         if self.info.state != pb.LOGGED_OUT:  # the page may have reported it first
             self._set_state(pb.LOGGED_OUT, "logged out on request")
 
@@ -151,7 +157,13 @@ class HostedSession:
             return False
         try:
             state = await context.storage_state(indexed_db=True)
-            await self._store.save(self.info.tenant, self.info.session_id, dict(state))
+            write = asyncio.ensure_future(
+                self._store.save(self.info.tenant, self.info.session_id, dict(state))
+            )
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
+            # A cancelled caller must not leave a write behind that lands after a delete.
+            await asyncio.shield(write)
         except Exception as e:
             log.warning("%s: snapshot not saved: %s", self.info.session_id, e)
             return False
@@ -280,13 +292,14 @@ class HostedSession:
             return False
         if state == wa.UNPAIRED:
             if current in LINKED:
-                await self._store.delete(self.info.tenant, self.info.session_id)
+                await self._close_snapshot_loop()
+                await self._delete_login()
                 self.info.resume = False
                 self._set_state(pb.LOGGED_OUT, "logged out from the phone")
                 return True
             if self._restored and current == pb.STARTING:
                 self._restored = False
-                await self._store.delete(self.info.tenant, self.info.session_id)
+                await self._delete_login()
                 self.info.last_error = "the saved login was rejected; a new QR scan is needed"
             return False
         if state == wa.UNPAIRED_IDLE:
@@ -363,12 +376,15 @@ class HostedSession:
                 await task
         await self._close_context()
 
-    async def _close_context(self) -> None:
+    async def _close_snapshot_loop(self) -> None:
         snap, self._snapshot_task = self._snapshot_task, None
         if snap is not None:
             snap.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await snap
+
+    async def _close_context(self) -> None:
+        await self._close_snapshot_loop()
         context, self._context, self._page = self._context, None, None
         if context is not None:
             with contextlib.suppress(Exception):

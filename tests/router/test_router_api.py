@@ -11,8 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import mesh_pb2
-from tests.helpers import wait_for
 from tests.conftest import TOKENS
+from tests.helpers import wait_for
 
 
 async def status_of(call: Any) -> tuple[grpc.StatusCode, str]:

@@ -48,6 +48,10 @@ class EventLog:
         wake.set()
         return event
 
+    @property
+    def last_event(self) -> pb.SessionEvent | None:
+        return self._events[-1] if self._events else None
+
     def since(self, after_seq: int) -> list[pb.SessionEvent]:
         return [e for e in self._events if e.seq > after_seq]
 

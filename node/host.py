@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from node.auth_store import SnapshotStore
 from node.browser import BrowserPool
@@ -38,6 +39,8 @@ class SessionHost:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self.accepting = True
+        # Called after every change of a session (telemetry hooks in here).
+        self.observers: list[Callable[[HostedSession], None]] = []
 
     # -- queries -------------------------------------------------------------------------
 
@@ -152,6 +155,11 @@ class SessionHost:
             log.error("session runner %s crashed", task.get_name(), exc_info=task.exception())
 
     def _persist(self, session: HostedSession) -> None:
+        for observe in self.observers:
+            try:
+                observe(session)
+            except Exception:
+                log.exception("session observer failed")
         try:
             self._catalog.put(session.info)
         except OSError as e:

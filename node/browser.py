@@ -66,7 +66,13 @@ class BrowserPool:
         assert self._playwright is not None
         path = chromium.executable_path(self._executable)
         browser = await self._playwright.chromium.launch(
-            executable_path=path, args=chromium.launch_args(), headless=True
+            executable_path=path,
+            args=chromium.launch_args(),
+            headless=True,
+            # The node decides when Chromium stops: after the final snapshots.
+            handle_sigint=False,
+            handle_sigterm=False,
+            handle_sighup=False,
         )
         browser.on("disconnected", self._disconnected)
         self._browser = browser

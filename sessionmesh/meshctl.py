@@ -138,6 +138,7 @@ class Watcher:
                 f"[{ev.seq}] QR attempt {ev.qr.attempt}{left}: scan it with WhatsApp", file=self.out
             )
             draw_qr(ev.qr.code, self.out)
+            print(f"payload: {ev.qr.code}", file=self.out)
         elif kind == "loading":
             if ev.loading.percent != self.percent:
                 self.percent = ev.loading.percent

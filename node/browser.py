@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, Playwright, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 
 from sessionmesh import chromium
 
@@ -35,6 +35,9 @@ class BrowserPool:
         self._closed = False
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        # A fresh context with its page already open: a new session (no saved login) takes it
+        # and skips the renderer's start-up, the larger part of its time to the first QR.
+        self._spare: asyncio.Task[tuple[BrowserContext, Page]] | None = None
         self.launches = 0
 
     async def __aenter__(self) -> BrowserPool:
@@ -62,6 +65,54 @@ class BrowserPool:
         # Snapshots carry their own IndexedDB; Playwright restores it into the new context.
         return await browser.new_context(storage_state=storage_state)  # type: ignore[arg-type]
 
+    async def open_page(
+        self, storage_state: dict[str, Any] | None = None
+    ) -> tuple[BrowserContext, Page]:
+        """A new context and its page: the warm spare when there is no saved login to load."""
+        if storage_state is None and self._spare is not None:
+            spare, self._spare = self._spare, None
+            try:
+                context, page = await spare
+            except Exception:
+                log.debug("spare page was lost; opening a new one")
+            else:
+                if not page.is_closed():
+                    self._refill()
+                    return context, page
+        context = await self.new_context(storage_state)
+        try:
+            page = await context.new_page()
+        except BaseException:
+            await context.close()
+            raise
+        self._refill()
+        return context, page
+
+    def _refill(self) -> None:
+        if self._closed or self._spare is not None:
+            return
+        spare = asyncio.get_running_loop().create_task(self._make_spare())
+        spare.add_done_callback(lambda t: t.cancelled() or t.exception())  # read, never lost
+        self._spare = spare
+
+    async def _make_spare(self) -> tuple[BrowserContext, Page]:
+        context = await self.new_context()
+        return context, await context.new_page()
+
+    async def _drop_spare(self) -> None:
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return
+        spare.cancel()
+        try:
+            context, _page = await spare
+        except BaseException:
+            return
+        try:
+            await context.close()
+        except Exception:
+            log.debug("spare context was already gone")
+
     async def _launch(self) -> None:
         assert self._playwright is not None
         path = chromium.executable_path(self._executable)
@@ -77,6 +128,8 @@ class BrowserPool:
         browser.on("disconnected", self._disconnected)
         self._browser = browser
         self.launches += 1
+        self._spare = None  # any spare died with the previous Chromium
+        self._refill()
         log.info("chromium %s started (launch %d)", browser.version, self.launches)
 
     def _disconnected(self, _browser: Browser) -> None:
@@ -108,6 +161,7 @@ class BrowserPool:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._drop_spare()
         if self._browser is not None:
             try:
                 await self._browser.close()

@@ -69,8 +69,10 @@ class SessionHost:
         strategy = self._strategy(auth_strategy)
         async with self._lock:
             session = self._sessions.get((tenant, session_id))
-            if session is not None and (session.state not in TERMINAL or session.running):
+            if session is not None and session.state not in TERMINAL:
                 return session
+            if session is not None:
+                await session.finished()  # a runner that just ended may still be closing
             if self.held() >= self.settings.max_sessions:
                 raise NodeFull(
                     f"node {self.settings.node_id} is full: {self.held()} of "

@@ -31,32 +31,45 @@ LOGIN_NEEDED = frozenset({UNPAIRED, UNPAIRED_IDLE})
 
 BINDING = "__sessionMeshEvent"
 
-# Subscribes to the app's models and reports every change through the binding. The QR payload
-# is read from the legacy DOM in the same tick as change:ref, which saves a round trip.
-_HOOK_JS = """
-(binding) => {
+# Runs at document start (an init script): polls until the app is ready, then subscribes to its
+# models and reports every change through the binding, starting with the state at that moment.
+# Hooking this early means no QR shown before the node looked is ever missed. The QR payload is
+# read from the legacy DOM in the same tick as change:ref, which saves a round trip.
+_INIT_JS = """
+(() => {
+  if (window.top !== window) return;
+  const binding = "__BINDING__";
   const emit = (kind, value) => window[binding](kind, value);
-  const Socket = window.require('WAWebSocketModel').Socket;
-  const Conn = window.require('WAWebConnModel').Conn;
-  const Cmd = window.require('WAWebCmd').Cmd;
-  const Offline = window.require('WAWebOfflineHandler').OfflineMessageHandler;
   const qr = (ref) => {
     const el = document.querySelector('div[data-ref]');
-    const code = el ? el.getAttribute('data-ref') : null;
-    return {ref: ref, code: code};
+    return {ref: ref, code: el ? el.getAttribute('data-ref') : null};
   };
-  if (!window.__sessionMeshHooked) {
-    window.__sessionMeshHooked = true;
+  const hook = () => {
+    if (!(window.Debug && window.Debug.VERSION && typeof window.require === 'function')) {
+      return false;
+    }
+    const Socket = window.require('WAWebSocketModel').Socket;
+    const Conn = window.require('WAWebConnModel').Conn;
+    const Cmd = window.require('WAWebCmd').Cmd;
+    const Offline = window.require('WAWebOfflineHandler').OfflineMessageHandler;
     Socket.on('change:state', (_m, state) => emit('state', state));
     Socket.on('change:hasSynced', (_m, synced) => emit('synced', !!synced));
     Conn.on('change:ref', (_m, ref) => emit('qr', qr(ref)));
     Cmd.on('offline_progress_update', () =>
       emit('progress', Offline.getOfflineDeliveryProgress()));
-  }
-  return {state: Socket.state, synced: !!Socket.hasSynced,
-          qr: Conn.ref ? qr(Conn.ref) : null};
-}
-"""
+    emit('hooked', {state: Socket.state, synced: !!Socket.hasSynced,
+                    qr: Conn.ref ? qr(Conn.ref) : null});
+    window.__sessionMeshHooked = true;
+    return true;
+  };
+  const poll = () => {
+    let done = false;
+    try { done = hook(); } catch (e) { done = false; }
+    if (!done) setTimeout(poll, 20);
+  };
+  poll();
+})();
+""".replace("__BINDING__", BINDING)
 
 _WAIT_QR_JS = """
 (ref) => {
@@ -98,23 +111,18 @@ class WhatsAppPage:
         self._page = page
         self._on_event = on_event
 
-    async def open(self, url: str, *, timeout: float) -> list[PageEvent]:
-        """Load the app and subscribe to it; returns its state at that moment as events."""
+    async def open(self, url: str, *, timeout: float) -> None:
+        """Load the app and subscribe to it. The page's state at that moment arrives as a
+        `hooked` event, then every change, in order, through `on_event`."""
         await self._page.expose_binding(BINDING, self._binding)
+        await self._page.add_init_script(script=_INIT_JS)
         try:
-            await self._page.goto(url, wait_until="domcontentloaded", timeout=timeout * 1000)
+            await self._page.goto(url, wait_until="commit", timeout=timeout * 1000)
             await self._page.wait_for_function(
-                "() => window.Debug && window.Debug.VERSION", timeout=timeout * 1000
+                "() => window.__sessionMeshHooked === true", timeout=timeout * 1000
             )
-            current: dict[str, Any] = await self._page.evaluate(_HOOK_JS, BINDING)
         except PlaywrightError as e:
             raise PageError(f"WhatsApp Web did not load from {url}: {_short(e)}") from e
-        events = [PageEvent("state", current["state"])]
-        if current.get("qr"):
-            events.append(PageEvent("qr", current["qr"]))
-        if current.get("synced"):
-            events.append(PageEvent("synced", True))
-        return events
 
     async def logout(self) -> None:
         """Unlink this device, as WhatsApp Web's own menu does (Socket.logout)."""
@@ -150,6 +158,13 @@ class WhatsAppPage:
         return match.group(1) if match else ""
 
     def _binding(self, _source: Any, kind: str, value: Any) -> None:
+        if kind == "hooked" and isinstance(value, dict):
+            self._on_event(PageEvent("state", value.get("state")))
+            if value.get("qr"):
+                self._on_event(PageEvent("qr", value["qr"]))
+            if value.get("synced"):
+                self._on_event(PageEvent("synced", True))
+            return
         self._on_event(PageEvent(kind, value))
 
 

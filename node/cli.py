@@ -11,6 +11,7 @@ import sys
 from node.server import NodeServer
 from node.settings import NodeSettings
 from sessionmesh.config import ConfigError
+from sessionmesh.telemetry import setup_telemetry
 
 
 async def serve(settings: NodeSettings) -> None:
@@ -32,7 +33,24 @@ def main() -> None:
         settings = NodeSettings.from_env(os.environ)
     except ConfigError as e:
         sys.exit(f"mesh-node: {e}")
-    asyncio.run(serve(settings))
+    t = settings.telemetry
+    try:
+        telemetry = setup_telemetry(
+            "mesh-node",
+            prometheus_port=t.metrics_port,
+            prometheus_host=t.metrics_host,
+            console=t.console,
+            instance_id=settings.node_id,
+        )
+    except OSError as e:
+        sys.exit(
+            f"mesh-node: cannot serve metrics on {t.metrics_host}:{t.metrics_port} "
+            f"(MESH_METRICS_PORT): {e}"
+        )
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        telemetry.shutdown()  # flush last, after the node has stopped
 
 
 if __name__ == "__main__":

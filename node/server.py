@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -13,8 +14,10 @@ from node.auth_store import LocalAuthStore
 from node.browser import BrowserPool
 from node.catalog import LocalCatalog
 from node.host import SessionHost
+from node.memory import browser_pss
 from node.service import NodeService
 from node.settings import NodeSettings
+from sessionmesh import telemetry
 from sessionmesh.v1 import node_pb2, node_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ class NodeServer:
             ),
             catalog=LocalCatalog(root),
         )
+        self.host.observers.append(telemetry.SessionTimings())
+        self._unwatch: Callable[[], None] | None = None
         self._serving = False
         self._closed = False
 
@@ -69,7 +74,10 @@ class NodeServer:
         if self._closed:
             raise RuntimeError("node server is closed")
         await self._pool.start()
-        server = grpc.aio.server(options=SERVER_OPTIONS)
+        server = grpc.aio.server(
+            interceptors=telemetry.server_interceptors(SERVICE_NAME, count_rejections=False),
+            options=SERVER_OPTIONS,
+        )
         node_pb2_grpc.add_SessionNodeServicer_to_server(
             NodeService(self.host, address=lambda: self.address, serving=lambda: self._serving),
             server,
@@ -85,7 +93,13 @@ class NodeServer:
         self.address = f"{host}:{port}"
         await server.start()
         self._server = server
-        resumed = await self.host.resume()
+        self._unwatch = telemetry.mesh_metrics().watch_node(
+            self.node_id, self.host, self._pool, browser_pss
+        )
+        # Resumed sessions' runners inherit this span: one trace for the node's boot.
+        with telemetry.phase("resume sessions", node_id=self.node_id) as span:
+            resumed = await self.host.resume()
+            span.set_attribute("mesh.resumed", resumed)
         self._serving = True
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -103,4 +117,6 @@ class NodeServer:
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace)
         await self._pool.aclose()
+        if self._unwatch is not None:
+            self._unwatch()
         log.info("node %s stopped", self.node_id)

@@ -10,6 +10,7 @@ import grpc
 from node.errors import InvalidRequest, NodeFull, NodeUnavailable, PageError, SessionNotFound
 from node.host import SessionHost
 from node.memory import browser_pss
+from sessionmesh.telemetry import mesh_metrics
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import node_pb2, node_pb2_grpc
 from sessionmesh.validation import InvalidArgument, check_labels, check_session_id
@@ -59,9 +60,16 @@ class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         async def run() -> pb.Session:
             _check(request.tenant, request.session_id)
             labels = check_labels(dict(request.labels))
-            session = await self._host.start(
-                request.tenant, request.session_id, request.auth_strategy, labels
-            )
+            try:
+                session = await self._host.start(
+                    request.tenant, request.session_id, request.auth_strategy, labels
+                )
+            except NodeFull:
+                mesh_metrics().reject("full")
+                raise
+            except NodeUnavailable:
+                mesh_metrics().reject("draining" if not self._host.accepting else "unavailable")
+                raise
             return session.to_proto(self.node_id)
 
         return await _mapped(context, run)

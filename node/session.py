@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from playwright.async_api import BrowserContext
+from playwright.async_api import BrowserContext, Page
 from playwright.async_api import Error as PlaywrightError
 
 from node import whatsapp as wa
@@ -19,6 +19,7 @@ from node.browser import BrowserClosed, BrowserPool
 from node.errors import PageError
 from node.events import EventLog, timestamp
 from node.settings import NodeSettings
+from sessionmesh import telemetry
 from sessionmesh.v1 import common_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class HostedSession:
         self._restored = False
         self._qr_attempt = 0
         self._last_ref = ""
+        self._phases = telemetry.Phases(info)  # the QR timeline as spans
 
     # -- public --------------------------------------------------------------------------
 
@@ -108,6 +110,12 @@ class HostedSession:
             labels=i.labels,
             last_seq=self.log.last_seq,
         )
+
+    async def finished(self) -> None:
+        """Wait until the runner (if any) has ended and closed its browser context."""
+        task = self._task
+        if task is not None and not task.done():
+            await asyncio.wait([task])
 
     def start(self) -> asyncio.Task[None]:
         """Start (or restart) the session's runner; the caller keeps the task."""
@@ -155,18 +163,20 @@ class HostedSession:
         context = self._context
         if context is None or self.info.state not in LINKED:
             return False
-        try:
-            state = await context.storage_state(indexed_db=True)
-            write = asyncio.ensure_future(
-                self._store.save(self.info.tenant, self.info.session_id, dict(state))
-            )
-            self._writes.add(write)
-            write.add_done_callback(self._writes.discard)
-            # A cancelled caller must not leave a write behind that lands after a delete.
-            await asyncio.shield(write)
-        except Exception as e:
-            log.warning("%s: snapshot not saved: %s", self.info.session_id, e)
-            return False
+        with self._phases.phase("snapshot save") as span:
+            try:
+                state = await context.storage_state(indexed_db=True)
+                write = asyncio.ensure_future(
+                    self._store.save(self.info.tenant, self.info.session_id, dict(state))
+                )
+                self._writes.add(write)
+                write.add_done_callback(self._writes.discard)
+                # A cancelled caller must not leave a write behind that lands after a delete.
+                await asyncio.shield(write)
+            except Exception as e:
+                log.warning("%s: snapshot not saved: %s", self.info.session_id, e)
+                telemetry.failed(span, e)
+                return False
         return True
 
     # -- the runner ----------------------------------------------------------------------
@@ -191,19 +201,21 @@ class HostedSession:
         if self.info.state != pb.STARTING:
             self._set_state(pb.STARTING)
         try:
+            self._phases.begin("auth restore")  # ends here, or at READY when restoring
             snapshot = await self._store.load(self.info.tenant, self.info.session_id)
             self._restored = snapshot is not None
-            context = await self._new_context(snapshot)
+            if not self._restored:
+                self._phases.end("auth restore", restored=False)
+            with self._phases.phase("browser context"):
+                context, page = await self._open_page(snapshot)
             self._context = context
-            page = await context.new_page()
             page.on("crash", lambda _p: queue.put_nowait(wa.PageEvent("crash", None)))
             page.on("close", lambda _p: queue.put_nowait(wa.PageEvent("closed", None)))
             self._page = wa.WhatsAppPage(page, queue.put_nowait)
-            for event in await self._page.open(
-                self._settings.wa_url, timeout=self._settings.auth_timeout
-            ):
-                if await self._handle(event):
-                    return _Outcome.DONE
+            with self._phases.phase("page load"):
+                await self._page.open(self._settings.wa_url, timeout=self._settings.auth_timeout)
+            if not self._restored:
+                self._phases.begin("qr wait")  # ends at the first QR (handled after this)
             while True:
                 try:
                     event = await asyncio.wait_for(queue.get(), timeout=self._stall_timeout())
@@ -225,14 +237,16 @@ class HostedSession:
             self._fail(f"page error: {str(e).splitlines()[0][:200]}")
             return _Outcome.DONE
         finally:
+            failed = self.info.state == pb.FAILED
+            self._phases.close(error=self.info.last_error if failed else "")
             await self._close_context()
 
-    async def _new_context(self, snapshot: dict[str, object] | None) -> BrowserContext:
+    async def _open_page(self, snapshot: dict[str, object] | None) -> tuple[BrowserContext, Page]:
         deadline = time.monotonic() + BROWSER_WAIT
         delay = 0.2
         while True:
             try:
-                return await self._pool.new_context(snapshot)
+                return await self._pool.open_page(snapshot)
             except BrowserClosed:
                 if time.monotonic() > deadline:
                     raise
@@ -278,6 +292,7 @@ class HostedSession:
         if event.kind == "synced" and event.value and self.info.state == pb.AUTHENTICATED:
             self.info.ready_at = time.time()
             self._set_state(pb.READY)
+            self._phases.end("auth restore", restored=True)
             await self.save_snapshot()
             self._start_snapshot_loop()
         return False
@@ -301,6 +316,8 @@ class HostedSession:
                 self._restored = False
                 await self._delete_login()
                 self.info.last_error = "the saved login was rejected; a new QR scan is needed"
+                self._phases.end("auth restore", error="the saved login was rejected")
+                self._phases.begin("qr wait")
             return False
         if state == wa.UNPAIRED_IDLE:
             self._fail(f"QR attempts exhausted: {self._qr_attempt} QR codes shown, none scanned")
@@ -328,6 +345,7 @@ class HostedSession:
             self._set_state(pb.SCAN_QR_CODE)
         s = self._settings
         lifetime = s.qr_first_timeout if self._qr_attempt == 1 else s.qr_timeout
+        self._phases.end("qr wait", attempts=self._qr_attempt)
         self.log.append(
             qr=pb.QrCode(
                 code=code, attempt=self._qr_attempt, expires_at=timestamp(time.time() + lifetime)
@@ -361,9 +379,10 @@ class HostedSession:
             self._snapshot_task = asyncio.get_running_loop().create_task(self._snapshot_loop())
 
     async def _snapshot_loop(self) -> None:
-        while self.info.state == pb.READY:
-            await asyncio.sleep(self._settings.snapshot_interval)
-            await self.save_snapshot()
+        with telemetry.detached():  # periodic saves start traces of their own
+            while self.info.state == pb.READY:
+                await asyncio.sleep(self._settings.snapshot_interval)
+                await self.save_snapshot()
 
     async def _halt(self, *, save: bool) -> None:
         """Stop the runner: final snapshot first (shielded), then cancel and close."""

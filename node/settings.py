@@ -8,12 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sessionmesh.config import ConfigError, env_bool, env_float, env_int, env_str
+from sessionmesh.telemetry import TelemetrySettings
 
 AUTH_STRATEGIES = ("localauth", "remoteauth")
 
 
 @dataclass(frozen=True)
 class NodeSettings:
+    """A node's settings. `telemetry` comes from MESH_METRICS_PORT (Prometheus endpoint; 0 or
+    unset: none), MESH_METRICS_HOST (default 127.0.0.1) and MESH_OTEL_CONSOLE."""
+
     node_id: str = field(default_factory=lambda: f"node-{socket.gethostname()}")
     listen: str = "127.0.0.1:50061"
     wa_url: str = "https://web.whatsapp.com"
@@ -30,6 +34,7 @@ class NodeSettings:
     event_log_size: int = 1000
     chromium_path: str | None = None
     shutdown_grace: float = 10.0
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NodeSettings:
@@ -62,6 +67,7 @@ class NodeSettings:
             event_log_size=env_int(env, "EVENT_LOG_SIZE", cls.event_log_size, minimum=10),
             chromium_path=env.get("CHROMIUM_PATH") or None,
             shutdown_grace=env_float(env, "SHUTDOWN_GRACE", cls.shutdown_grace),
+            telemetry=TelemetrySettings.from_env(env),
         )
 
 

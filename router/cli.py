@@ -11,6 +11,7 @@ import sys
 from router.server import RouterServer
 from router.settings import RouterSettings
 from sessionmesh.config import ConfigError
+from sessionmesh.telemetry import setup_telemetry
 
 
 async def run(settings: RouterSettings) -> None:
@@ -34,11 +35,28 @@ def main() -> None:
     except ConfigError as e:
         print(f"mesh-router: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    t = settings.telemetry
+    try:
+        telemetry = setup_telemetry(
+            "mesh-router",
+            prometheus_port=t.metrics_port,
+            prometheus_host=t.metrics_host,
+            console=t.console,
+        )
+    except OSError as e:
+        print(
+            f"mesh-router: cannot serve metrics on {t.metrics_host}:{t.metrics_port} "
+            f"(MESH_METRICS_PORT): {e}",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
     try:
         asyncio.run(run(settings))
     except OSError as e:
         print(f"mesh-router: {e}", file=sys.stderr)
         raise SystemExit(1) from None
+    finally:
+        telemetry.shutdown()  # flush last, after the router has stopped
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from router.errors import (
 )
 from router.placement import NodeLoad
 from router.settings import RouterSettings
+from sessionmesh.telemetry import client_interceptors
 from sessionmesh.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,9 @@ class NodeClient:
         self.capacity = 0
         self.memory_bytes = 0
         self._timeout = settings.node_timeout
-        self._channel = grpc.aio.insecure_channel(address, options=channel_options(settings))
+        self._channel = grpc.aio.insecure_channel(
+            address, options=channel_options(settings), interceptors=client_interceptors()
+        )
         self.stub = node_pb2_grpc.SessionNodeStub(self._channel)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import grpc
 import grpc.aio
@@ -16,6 +17,7 @@ from router.nodes import NodePool
 from router.placement import Placement
 from router.service import SessionMeshService
 from router.settings import RouterSettings
+from sessionmesh import telemetry
 from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class RouterServer:
         self._server: grpc.aio.Server | None = None
         self._port = 0
         self._state = "new"
+        self._unwatch: Callable[[], None] | None = None
 
     @property
     def address(self) -> str:
@@ -72,9 +75,12 @@ class RouterServer:
             raise RuntimeError(f"the router cannot start: it is {self._state}")
         self._state = "starting"
         await self.pool.start()
-        server = grpc.aio.server(
-            interceptors=[Guard(self.settings.tokens)], options=server_options(self.settings)
-        )
+        # Outermost first: trace context and RPC metrics see what the Guard refuses.
+        interceptors = [
+            *telemetry.server_interceptors(SERVICE_NAME, count_rejections=True),
+            Guard(self.settings.tokens),
+        ]
+        server = grpc.aio.server(interceptors=interceptors, options=server_options(self.settings))
         mesh_pb2_grpc.add_SessionMeshServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -86,6 +92,7 @@ class RouterServer:
             raise OSError(f"cannot listen on {self.settings.listen} (MESH_ROUTER_LISTEN)")
         self._server = server
         await server.start()
+        self._unwatch = telemetry.mesh_metrics().watch_router(lambda: self.pool.clients)
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._state = "serving"
@@ -106,6 +113,8 @@ class RouterServer:
             # Open WatchSession streams never finish on their own; stop() cancels them at grace.
             await asyncio.shield(self._server.stop(self.settings.grace))
         await self.pool.aclose()
+        if self._unwatch is not None:
+            self._unwatch()
         self._state = "closed"
         log.info("router stopped")
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sessionmesh.auth import TokenTable, parse_tokens
 from sessionmesh.config import ConfigError, env_float, env_int, env_str, environ
+from sessionmesh.telemetry import TelemetrySettings
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
@@ -52,6 +53,9 @@ class RouterSettings:
     keepalive_timeout: float = 10.0  # MESH_KEEPALIVE_TIMEOUT (s) to wait for a ping's answer
     max_message_bytes: int = 1 << 20  # MESH_MAX_MESSAGE_BYTES: larger requests are refused
     grace: float = 5.0  # MESH_ROUTER_GRACE (s) given to calls in flight on stop
+    # MESH_METRICS_PORT (Prometheus endpoint; 0 or unset: none), MESH_METRICS_HOST
+    # (default 127.0.0.1), MESH_OTEL_CONSOLE; OTLP export follows OTEL_EXPORTER_OTLP_ENDPOINT.
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -80,6 +84,7 @@ class RouterSettings:
             keepalive_timeout=_positive(env, "MESH_KEEPALIVE_TIMEOUT", 10.0),
             max_message_bytes=env_int(env, "MESH_MAX_MESSAGE_BYTES", 1 << 20, minimum=4096),
             grace=env_float(env, "MESH_ROUTER_GRACE", 5.0),
+            telemetry=TelemetrySettings.from_env(env),
         )
 
 

@@ -1,0 +1,704 @@
+"""OpenTelemetry for every process: set-up, gRPC trace propagation, QR-timeline spans, metrics.
+
+Components never hold a provider: they take tracers and meters from the global API, so
+`setup_telemetry()` (once per process, from the CLI) decides where everything goes, and tests
+running many routers and nodes in one process install one provider for all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+import grpc.aio
+from opentelemetry import context as otel_context
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc.filters import any_of, health_check, method_name, negate
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import SERVICE_INSTANCE_ID, SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
+from opentelemetry.trace import Span, Status, StatusCode
+
+from sessionmesh.config import ConfigError, env_bool, env_int, env_str
+from sessionmesh.v1 import common_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+METER = "sessionmesh"
+_tracer = trace.get_tracer("sessionmesh")
+
+# Values that must never reach a span attribute or a metric label.
+_SECRET_WORDS = ("phone", "qr", "code", "token", "secret", "password", "snapshot_data")
+
+SECONDS_BUCKETS = (0.5, 1, 2, 3, 4, 5, 6, 8, 10, 13, 15, 18, 20, 25, 30, 45, 60, 90, 120)
+RPC_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+# -- set-up ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TelemetrySettings:
+    """Where telemetry goes; read by the router and node settings from the environment.
+
+    MESH_METRICS_PORT: Prometheus endpoint port (0 or unset: no endpoint).
+    MESH_METRICS_HOST: address it binds (default 127.0.0.1).
+    MESH_OTEL_CONSOLE: also print spans and metrics to stdout (default false).
+    OTEL_EXPORTER_OTLP_ENDPOINT (read by `setup_telemetry`): export over OTLP/gRPC when set.
+    """
+
+    metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"
+    console: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TelemetrySettings:
+        port = env_int(env, "MESH_METRICS_PORT", 0, minimum=0)
+        if port > 65535:
+            raise ConfigError(f"MESH_METRICS_PORT must be 0-65535, got {port}")
+        host = env_str(env, "MESH_METRICS_HOST", "127.0.0.1").strip()
+        if not host:
+            raise ConfigError("MESH_METRICS_HOST must not be empty")
+        return cls(port, host, env_bool(env, "MESH_OTEL_CONSOLE", False))
+
+
+class Telemetry:
+    """The providers of one process and what they export to; `shutdown()` flushes, once."""
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider,
+        meter_provider: MeterProvider,
+        *,
+        exporters: Sequence[str],
+        metrics_server: tuple[WSGIServer, threading.Thread] | None = None,
+    ) -> None:
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+        self.exporters = tuple(exporters)  # e.g. ("otlp", "prometheus", "console")
+        self._metrics_server = metrics_server
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def metrics_address(self) -> str | None:
+        """`host:port` of the Prometheus endpoint, if one is served."""
+        if self._metrics_server is None:
+            return None
+        host, port = self._metrics_server[0].server_address[:2]
+        return f"{host!s}:{port}"
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters and the metrics endpoint; later calls do nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.tracer_provider.shutdown()
+        finally:
+            self.meter_provider.shutdown()
+            if self._metrics_server is not None:
+                server, thread = self._metrics_server
+                server.shutdown()
+                server.server_close()
+                thread.join(timeout=5)
+
+    def __repr__(self) -> str:
+        return f"Telemetry(exporters={self.exporters!r}, closed={self._closed})"
+
+
+_installed: Telemetry | None = None
+_install_lock = threading.Lock()
+
+
+def build_telemetry(
+    service_name: str,
+    *,
+    prometheus_port: int | None,
+    prometheus_host: str = "127.0.0.1",
+    console: bool = False,
+    instance_id: str | None = None,
+    env: Mapping[str, str] | None = None,
+    span_exporters: Sequence[SpanExporter] = (),
+    metric_readers: Sequence[MetricReader] = (),
+) -> Telemetry:
+    """Providers for one process, not installed. OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT
+    (or a signal's own endpoint) is set; `span_exporters` are extra, synchronous ones (tests)."""
+    env = os.environ if env is None else env
+    resource = Resource.create(
+        {SERVICE_NAME: service_name, SERVICE_INSTANCE_ID: instance_id or str(uuid.uuid4())}
+    )
+    processors: list[SpanProcessor] = [SimpleSpanProcessor(e) for e in span_exporters]
+    readers: list[MetricReader] = list(metric_readers)
+    exporters: list[str] = []
+    if _otlp_endpoint(env, "TRACES") or _otlp_endpoint(env, "METRICS"):
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        if _otlp_endpoint(env, "TRACES"):
+            processors.append(BatchSpanProcessor(OTLPSpanExporter()))
+        if _otlp_endpoint(env, "METRICS"):
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        exporters.append("otlp")
+    if console:
+        from opentelemetry.sdk.metrics.export import (
+            ConsoleMetricExporter,
+            PeriodicExportingMetricReader,
+        )
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
+        readers.append(
+            PeriodicExportingMetricReader(ConsoleMetricExporter(), export_interval_millis=30_000)
+        )
+        exporters.append("console")
+    server: tuple[WSGIServer, threading.Thread] | None = None
+    if prometheus_port:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        readers.append(PrometheusMetricReader(registry=registry))
+        server = start_http_server(prometheus_port, addr=prometheus_host, registry=registry)
+        exporters.append("prometheus")
+    tracer_provider = TracerProvider(resource=resource)
+    for processor in processors:
+        tracer_provider.add_span_processor(processor)
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    return Telemetry(tracer_provider, meter_provider, exporters=exporters, metrics_server=server)
+
+
+def setup_telemetry(
+    service_name: str,
+    *,
+    prometheus_port: int | None,
+    prometheus_host: str = "127.0.0.1",
+    console: bool = False,
+    instance_id: str | None = None,
+    span_exporters: Sequence[SpanExporter] = (),
+) -> Telemetry:
+    """Build the providers and make them this process's global ones (allowed once)."""
+    global _installed
+    with _install_lock:
+        if _installed is not None:
+            raise RuntimeError("telemetry is already set up in this process")
+        telemetry = build_telemetry(
+            service_name,
+            prometheus_port=prometheus_port,
+            prometheus_host=prometheus_host,
+            console=console,
+            instance_id=instance_id,
+            span_exporters=span_exporters,
+        )
+        trace.set_tracer_provider(telemetry.tracer_provider)
+        metrics.set_meter_provider(telemetry.meter_provider)
+        _installed = telemetry
+    log.info(
+        "telemetry for %s: exporting to %s",
+        service_name,
+        ", ".join(telemetry.exporters) or "nowhere",
+    )
+    return telemetry
+
+
+def installed() -> Telemetry | None:
+    """The telemetry `setup_telemetry` installed in this process, if any."""
+    return _installed
+
+
+def _otlp_endpoint(env: Mapping[str, str], signal: str) -> str:
+    return (
+        env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    ) or ""
+
+
+# -- traces ----------------------------------------------------------------------------------
+
+AttrValue = str | bool | int | float
+
+
+def _safe(attrs: Mapping[str, AttrValue]) -> dict[str, AttrValue]:
+    """Attributes with secret-looking keys dropped (QR payloads, phone numbers, tokens)."""
+    safe: dict[str, AttrValue] = {}
+    for key, value in attrs.items():
+        if any(word in key.lower() for word in _SECRET_WORDS):
+            log.warning("span attribute %r dropped: it may hold a secret", key)
+            continue
+        safe[key if "." in key else f"mesh.{key}"] = value
+    return safe
+
+
+def _fail(span: Span, reason: str) -> None:
+    span.set_status(Status(StatusCode.ERROR, reason))
+
+
+@contextlib.contextmanager
+def phase(name: str, **attrs: AttrValue) -> Iterator[Span]:
+    """A span for one phase, child of the current span; an escaping exception marks it failed.
+
+    `failed(span, reason)` marks it failed when the code handles the error itself."""
+    with _tracer.start_as_current_span(name, attributes=_safe(attrs)) as span:
+        yield span
+
+
+def failed(span: Span, reason: object) -> None:
+    """Mark a phase span failed (for errors the caller handles itself)."""
+    _fail(span, str(reason).splitlines()[0][:200] if str(reason) else type(reason).__name__)
+
+
+@contextlib.contextmanager
+def detached() -> Iterator[None]:
+    """Spans started inside begin traces of their own (periodic work in long-lived tasks)."""
+    token = otel_context.attach(trace.set_span_in_context(trace.INVALID_SPAN))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+class SessionLike(Protocol):
+    tenant: str
+    session_id: str
+    auth_strategy: int
+
+
+def session_attrs(info: SessionLike) -> dict[str, AttrValue]:
+    """Span attributes that identify a session (ids only, never its phone or QR)."""
+    return {
+        "mesh.tenant": info.tenant,
+        "mesh.session_id": info.session_id,
+        "mesh.auth_strategy": _strategy_name(info.auth_strategy),
+    }
+
+
+class Phases:
+    """The QR timeline of one session as sibling spans under the span current when each begins.
+
+    One-shot phases use `phase()`; phases that end somewhere else (qr wait, auth restore) use
+    `begin()` and `end()`; `close()` ends whatever is still open when a run ends."""
+
+    def __init__(self, info: SessionLike) -> None:
+        self._info = info
+        self._open: dict[str, Span] = {}
+
+    def phase(self, name: str, **attrs: AttrValue) -> contextlib.AbstractContextManager[Span]:
+        return phase(name, **session_attrs(self._info), **attrs)
+
+    def begin(self, name: str, **attrs: AttrValue) -> None:
+        """Start phase `name` (ending an open one of that name first)."""
+        self.end(name)
+        self._open[name] = _tracer.start_span(
+            name, attributes=_safe({**session_attrs(self._info), **attrs})
+        )
+
+    def end(self, name: str, *, error: str = "", **attrs: AttrValue) -> None:
+        """End phase `name` if it is open; `error` marks it failed."""
+        span = self._open.pop(name, None)
+        if span is None:
+            return
+        if attrs:
+            span.set_attributes(_safe(attrs))
+        if error:
+            _fail(span, error)
+        span.end()
+
+    def is_open(self, name: str) -> bool:
+        return name in self._open
+
+    def close(self, error: str = "") -> None:
+        """End every open phase (marked failed with `error`, if given)."""
+        for name in list(self._open):
+            self.end(name, error=error)
+
+
+# -- gRPC ------------------------------------------------------------------------------------
+
+# Polls and health checks would drown the traces that matter.
+_UNTRACED = any_of(health_check(), method_name("GetNodeStatus"))
+
+
+def server_interceptors(
+    service: str, *, count_rejections: bool
+) -> list[grpc.aio.ServerInterceptor]:
+    """Interceptors for a grpc.aio server, outermost first: W3C trace context in, then RPC
+    latency (and, with `count_rejections`, refusals by status code) for `service`'s methods."""
+    tracing: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[no-untyped-call]
+        filter_=negate(_UNTRACED)
+    )
+    return [tracing, RpcMetrics(service, count_rejections=count_rejections)]
+
+
+def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors for grpc.aio channels: a client span and W3C trace context on each call."""
+    made = aio_client_interceptors(filter_=negate(_UNTRACED))  # type: ignore[no-untyped-call]
+    return list[grpc.aio.ClientInterceptor](made)
+
+
+Handler = Callable[[Any, Any], Awaitable[Any]]
+
+
+class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Records unary RPC latency; optionally counts calls refused with a status code, by code.
+
+    Put it after the tracing interceptor and before the one that aborts with domain errors."""
+
+    def __init__(self, service: str, *, count_rejections: bool) -> None:
+        self._service = service
+        self._count_rejections = count_rejections
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        service, _, method = details.method.rpartition("/")
+        if handler is None or service.lstrip("/") != self._service:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _unary(self, method: str, behavior: Handler) -> Handler:
+        async def measured(request: Any, context: Any) -> Any:
+            start = time.perf_counter()
+            code = "OK"
+            try:
+                return await behavior(request, context)
+            except BaseException:
+                code = _code_name(context)
+                raise
+            finally:
+                mesh_metrics().rpc_duration.record(
+                    time.perf_counter() - start, {"method": method, "code": code}
+                )
+                if self._count_rejections and code != "OK":
+                    mesh_metrics().reject(code, method=method)
+
+        return measured
+
+    def _streaming(self, method: str, behavior: Callable[[Any, Any], Any]) -> Any:
+        async def counted(request: Any, context: Any) -> Any:
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except BaseException:
+                code = _code_name(context)
+                if self._count_rejections and code not in ("OK", "CANCELLED"):
+                    mesh_metrics().reject(code, method=method)
+                raise
+
+        return counted
+
+
+def _code_name(context: Any) -> str:
+    try:
+        code = context.code()
+    except Exception:
+        code = None
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    return "CANCELLED" if code is None else "UNKNOWN"
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+class HostLike(Protocol):
+    settings: Any
+
+    def held(self) -> int: ...
+    def all(self) -> Sequence[Any]: ...
+
+
+class PoolLike(Protocol):
+    launches: int
+
+
+class NodeClientLike(Protocol):
+    address: str
+    node_id: str
+    health: int
+    sessions: int
+    capacity: int
+    memory_bytes: int
+
+
+def _strategy_name(value: int) -> str:
+    try:
+        return str(pb.AuthStrategy.Name(value))
+    except ValueError:
+        return str(value)
+
+
+def _state_name(value: int) -> str:
+    try:
+        return str(pb.SessionState.Name(value))
+    except ValueError:
+        return str(value)
+
+
+class _Cached:
+    """A value recomputed at most every `ttl` seconds (the /proc walk for browser memory)."""
+
+    def __init__(self, compute: Callable[[], int], ttl: float = 5.0) -> None:
+        self._compute = compute
+        self._ttl = ttl
+        self._at = -float("inf")
+        self._value = 0
+
+    def get(self) -> int:
+        now = time.monotonic()
+        if now - self._at >= self._ttl:
+            self._value, self._at = self._compute(), now
+        return self._value
+
+
+@dataclass
+class _NodeSources:
+    node_id: str
+    host: HostLike
+    pool: PoolLike
+    memory: _Cached
+
+
+class MeshMetrics:
+    """The process's `mesh_*` instruments; routers and nodes register what they observe."""
+
+    def __init__(self, meter: metrics.Meter) -> None:
+        self._nodes: dict[int, _NodeSources] = {}
+        self._routers: dict[int, Callable[[], Iterable[NodeClientLike]]] = {}
+        self._lock = threading.Lock()
+        m = meter
+        self.time_to_first_qr = m.create_histogram(
+            "mesh_time_to_first_qr",
+            unit="s",
+            description="From STARTING to the first QR of a linking attempt",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.time_to_ready = m.create_histogram(
+            "mesh_time_to_ready",
+            unit="s",
+            description="From STARTING to READY (through a QR scan, or restored)",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.restores = m.create_counter(
+            "mesh_restores", description="Sessions READY from a saved login, with no QR"
+        )
+        self.failovers = m.create_counter(
+            "mesh_failovers", description="Sessions taken over from another node"
+        )
+        self.rejections = m.create_counter(
+            "mesh_rejections", description="Requests refused, by reason"
+        )
+        self.rpc_duration = m.create_histogram(
+            "mesh_rpc_duration",
+            unit="s",
+            description="Server time of unary RPCs, by method and status code",
+            explicit_bucket_boundaries_advisory=RPC_BUCKETS,
+        )
+        m.create_observable_gauge(
+            "mesh_sessions", [self._sessions], description="Sessions on a node, by state"
+        )
+        m.create_observable_gauge(
+            "mesh_node_sessions_held", [self._held], description="Sessions holding a browser"
+        )
+        m.create_observable_gauge(
+            "mesh_node_capacity", [self._capacity], description="MAX_CONCURRENT_SESSIONS"
+        )
+        m.create_observable_counter(
+            "mesh_browser_restarts", [self._restarts], description="Chromium relaunches"
+        )
+        m.create_observable_gauge(
+            "mesh_browser_memory",
+            [self._memory],
+            unit="By",
+            description="PSS of the node's Chromium processes",
+        )
+        m.create_observable_gauge(
+            "mesh_router_node_sessions", [self._r_sessions], description="Sessions per node"
+        )
+        m.create_observable_gauge(
+            "mesh_router_node_capacity", [self._r_capacity], description="Capacity per node"
+        )
+        m.create_observable_gauge(
+            "mesh_router_node_up", [self._r_up], description="1 when the node is SERVING"
+        )
+        m.create_observable_gauge(
+            "mesh_router_node_memory",
+            [self._r_memory],
+            unit="By",
+            description="Browser memory per node, as the node reports it",
+        )
+
+    # -- registration --------------------------------------------------------------------
+
+    def watch_node(
+        self, node_id: str, host: HostLike, pool: PoolLike, memory: Callable[[], int]
+    ) -> Callable[[], None]:
+        """Observe a node's host and browser pool; returns the function that stops it."""
+        sources = _NodeSources(node_id, host, pool, _Cached(memory))
+        key = id(sources)
+        with self._lock:
+            self._nodes[key] = sources
+        return lambda: self._drop(self._nodes, key)
+
+    def watch_router(self, clients: Callable[[], Iterable[NodeClientLike]]) -> Callable[[], None]:
+        """Observe the nodes a router polls; returns the function that stops it."""
+        key = id(clients)
+        with self._lock:
+            self._routers[key] = clients
+        return lambda: self._drop(self._routers, key)
+
+    def _drop(self, table: dict[int, Any], key: int) -> None:
+        with self._lock:
+            table.pop(key, None)
+
+    # -- recording -----------------------------------------------------------------------
+
+    def reject(self, reason: str, **attrs: str) -> None:
+        self.rejections.add(1, {"reason": reason, **attrs})
+
+    def failover(self, auth_strategy: int, reason: str = "") -> None:
+        """Count a session taken over from another node (the RemoteAuth failover path)."""
+        attrs = {"auth_strategy": _strategy_name(auth_strategy)}
+        if reason:
+            attrs["reason"] = reason
+        self.failovers.add(1, attrs)
+
+    # -- observations --------------------------------------------------------------------
+
+    def _node_sources(self) -> list[_NodeSources]:
+        with self._lock:
+            return list(self._nodes.values())
+
+    def _sessions(self, _options: CallbackOptions) -> Iterable[Observation]:
+        states = [v for v in pb.SessionState.values() if v != pb.SESSION_STATE_UNSPECIFIED]
+        for src in self._node_sources():
+            counts = dict.fromkeys(states, 0)
+            # Prometheus scrapes run on their own thread; host.all() copies the table at once.
+            for session in src.host.all():
+                counts[session.state] = counts.get(session.state, 0) + 1
+            for state, count in counts.items():
+                yield Observation(count, {"node": src.node_id, "state": _state_name(state)})
+
+    def _held(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for src in self._node_sources():
+            try:
+                held = src.host.held()
+            except RuntimeError:  # the event loop changed the table mid-count; skip a round
+                continue
+            yield Observation(held, {"node": src.node_id})
+
+    def _capacity(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for src in self._node_sources():
+            yield Observation(src.host.settings.max_sessions, {"node": src.node_id})
+
+    def _restarts(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for src in self._node_sources():
+            yield Observation(max(0, src.pool.launches - 1), {"node": src.node_id})
+
+    def _memory(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for src in self._node_sources():
+            yield Observation(src.memory.get(), {"node": src.node_id})
+
+    def _clients(self) -> list[NodeClientLike]:
+        with self._lock:
+            sources = list(self._routers.values())
+        return [c for clients in sources for c in clients()]
+
+    def _r_sessions(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(c.sessions, _node_label(c)) for c in self._clients()]
+
+    def _r_capacity(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(c.capacity, _node_label(c)) for c in self._clients()]
+
+    def _r_up(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(int(c.health == pb.SERVING), _node_label(c)) for c in self._clients()]
+
+    def _r_memory(self, _options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(c.memory_bytes, _node_label(c)) for c in self._clients()]
+
+
+def _node_label(client: NodeClientLike) -> dict[str, str]:
+    return {"node": client.node_id or client.address}
+
+
+_metrics: MeshMetrics | None = None
+
+
+def mesh_metrics() -> MeshMetrics:
+    """The process's instruments, made on first use from the global meter provider."""
+    global _metrics
+    with _install_lock:
+        if _metrics is None:
+            _metrics = MeshMetrics(metrics.get_meter(METER))
+        return _metrics
+
+
+class SessionTimings:
+    """A host observer: times STARTING to the first QR and to READY, and counts restores.
+
+    Called after every change of a session; reads the event just appended to its log."""
+
+    def __init__(self, recorder: MeshMetrics | None = None) -> None:
+        self._metrics = recorder or mesh_metrics()
+        # key -> (seq seen last, STARTING time, QR seen since)
+        self._runs: dict[tuple[str, str], tuple[int, float | None, bool]] = {}
+
+    def __call__(self, session: Any) -> None:
+        event = session.log.last_event
+        if event is None:
+            return
+        key = (session.info.tenant, session.info.session_id)
+        seen, started, qr_seen = self._runs.get(key, (0, None, False))
+        if event.seq <= seen:
+            return  # a repeated notification of the same event
+        at = event.time.ToNanoseconds() / 1e9
+        attrs = {"auth_strategy": _strategy_name(session.info.auth_strategy)}
+        kind = event.WhichOneof("event")
+        if kind == "state":
+            state = event.state.state
+            if state == pb.STARTING:
+                started, qr_seen = at, False
+            elif state == pb.READY and started is not None:
+                self._metrics.time_to_ready.record(
+                    max(0.0, at - started), {**attrs, "restored": str(not qr_seen).lower()}
+                )
+                if not qr_seen:
+                    self._metrics.restores.add(1, attrs)
+                started = None
+            elif state in (pb.STOPPED, pb.LOGGED_OUT, pb.FAILED):
+                self._runs.pop(key, None)
+                return
+        elif kind == "qr":
+            if started is not None and not qr_seen:
+                self._metrics.time_to_first_qr.record(max(0.0, at - started), attrs)
+            qr_seen = True
+        self._runs[key] = (event.seq, started, qr_seen)

@@ -1,0 +1,275 @@
+"""Pure figures for the pages: QR and READY latency from event logs, states, warnings.
+
+Nothing here calls the router: the pages pass in sessions, nodes and event logs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sessionmesh.v1 import common_pb2 as pb
+
+QR_EXHAUSTED = "QR attempts exhausted"
+NEAR_CAPACITY = 0.8  # a node at or above this share of its capacity gets a warning
+QR_FAILURE_WARN = 0.2  # recent QR failure share that gets a warning when it is rising
+MIN_FOR_RATE = 3  # sessions in a window before its failure rate means anything
+
+# Phases of one run of a session, each measured from its log's timestamps.
+FIRST_QR = "STARTING → first QR"
+SCAN = "first QR → AUTHENTICATED (phone scan)"
+LOAD = "AUTHENTICATED → READY (account load)"
+TO_READY = "STARTING → READY (with a QR scan)"
+RESTORE = "STARTING → READY (restored, no QR)"
+PHASES = (FIRST_QR, SCAN, LOAD, TO_READY, RESTORE)
+SHORT = {
+    FIRST_QR: "first QR",
+    SCAN: "scan",
+    LOAD: "account load",
+    TO_READY: "to READY",
+    RESTORE: "restore",
+}
+
+STRATEGIES: dict[int, str] = {pb.LOCAL: "LocalAuth", pb.REMOTE: "RemoteAuth"}
+
+
+def strategy_name(value: int) -> str:
+    return STRATEGIES.get(value, "default")
+
+
+def state_name(value: int) -> str:
+    return str(pb.SessionState.Name(value)) if value else "UNSPECIFIED"
+
+
+def seconds(ts: object) -> float:
+    """A protobuf Timestamp as float seconds since the epoch; 0.0 when unset."""
+    secs = getattr(ts, "seconds", 0)
+    nanos = getattr(ts, "nanos", 0)
+    return float(secs) + float(nanos) / 1e9
+
+
+@dataclass(frozen=True)
+class Run:
+    """One STARTING-to-end run of a session, as seconds since the epoch (None: not reached)."""
+
+    session_id: str
+    strategy: str
+    started: float
+    first_qr: float | None = None
+    authenticated: float | None = None
+    ready: float | None = None
+
+    def durations(self) -> dict[str, float]:
+        """The phases this run completed, in seconds."""
+        out: dict[str, float] = {}
+        if self.first_qr is not None:
+            out[FIRST_QR] = self.first_qr - self.started
+            if self.authenticated is not None:
+                out[SCAN] = self.authenticated - self.first_qr
+        if self.authenticated is not None and self.ready is not None:
+            out[LOAD] = self.ready - self.authenticated
+        if self.ready is not None:
+            out[TO_READY if self.first_qr is not None else RESTORE] = self.ready - self.started
+        return {k: max(0.0, v) for k, v in out.items()}
+
+
+def runs(session_id: str, strategy: int, events: Iterable[pb.SessionEvent]) -> list[Run]:
+    """Split a session's event log into runs: each STARTING opens one.
+
+    Events before the first retained STARTING (a log trimmed at its head) are ignored.
+    """
+    name = strategy_name(strategy)
+    found: list[Run] = []
+    current: dict[str, float] | None = None
+
+    def close() -> None:
+        if current is not None:
+            found.append(
+                Run(
+                    session_id,
+                    name,
+                    current["started"],
+                    current.get("first_qr"),
+                    current.get("authenticated"),
+                    current.get("ready"),
+                )
+            )
+
+    for ev in sorted(events, key=lambda e: e.seq):
+        kind = ev.WhichOneof("event")
+        t = seconds(ev.time)
+        if kind == "state" and ev.state.state == pb.STARTING:
+            close()
+            current = {"started": t}
+        elif current is None:
+            continue
+        elif kind == "qr":
+            current.setdefault("first_qr", t)
+        elif kind == "state" and ev.state.state == pb.AUTHENTICATED:
+            current.setdefault("authenticated", t)
+        elif kind == "state" and ev.state.state == pb.READY:
+            current.setdefault("ready", t)
+    close()
+    return found
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) with linear interpolation between ranks (numpy's default)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be within 0-100, got {q}")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class Summary:
+    phase: str
+    strategy: str
+    count: int
+    p50: float
+    p95: float
+    p99: float
+    worst: float
+
+
+def summarize(all_runs: Iterable[Run], since: float = 0.0) -> list[Summary]:
+    """p50/p95/p99 per (phase, strategy) over runs that started at or after `since`."""
+    samples: dict[tuple[str, str], list[float]] = {}
+    for run in all_runs:
+        if run.started < since:
+            continue
+        for phase, value in run.durations().items():
+            samples.setdefault((phase, run.strategy), []).append(value)
+    order = {p: i for i, p in enumerate(PHASES)}
+    return [
+        Summary(
+            phase,
+            strategy,
+            len(values),
+            percentile(values, 50),
+            percentile(values, 95),
+            percentile(values, 99),
+            max(values),
+        )
+        for (phase, strategy), values in sorted(
+            samples.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])
+        )
+    ]
+
+
+def by_state(sessions: Iterable[pb.Session]) -> dict[str, int]:
+    """Session counts per state name, in lifecycle order, zeros left out."""
+    counts = Counter(s.state for s in sessions)
+    return {state_name(k): counts[k] for k in sorted(counts)}
+
+
+def is_qr_failure(session: pb.Session) -> bool:
+    return session.state == pb.FAILED and session.last_error.startswith(QR_EXHAUSTED)
+
+
+@dataclass(frozen=True)
+class FailureTrend:
+    recent: float | None  # share of sessions updated in the window that failed on QR
+    earlier: float | None  # the same share for sessions updated before the window
+    recent_count: int
+    earlier_count: int
+
+    @property
+    def rising(self) -> bool:
+        if self.recent is None or self.recent < QR_FAILURE_WARN:
+            return False
+        return self.earlier is None or self.recent > self.earlier
+
+
+def qr_failure_trend(sessions: Iterable[pb.Session], now: float, window: float) -> FailureTrend:
+    """QR failure share among sessions last updated within `window` seconds, against before."""
+    recent = [0, 0]
+    earlier = [0, 0]
+    for s in sessions:
+        bucket = recent if seconds(s.updated_at) >= now - window else earlier
+        bucket[0] += 1
+        bucket[1] += is_qr_failure(s)
+
+    def share(bucket: list[int]) -> float | None:
+        return bucket[1] / bucket[0] if bucket[0] >= MIN_FOR_RATE else None
+
+    return FailureTrend(share(recent), share(earlier), recent[0], earlier[0])
+
+
+@dataclass(frozen=True)
+class Alert:
+    level: str  # "error" or "warning"
+    text: str
+
+
+@dataclass(frozen=True)
+class Overview:
+    nodes: int
+    serving: int
+    sessions: int
+    capacity: int
+    memory_bytes: int
+    warnings: list[Alert] = field(default_factory=list)
+
+    @property
+    def use(self) -> float:
+        return self.sessions / self.capacity if self.capacity else 0.0
+
+
+def overview(
+    nodes: Sequence[pb.NodeStatus], sessions: Sequence[pb.Session], now: float, window: float
+) -> Overview:
+    """Totals over the cluster and the warnings an operator should act on."""
+    warnings: list[Alert] = []
+    for n in nodes:
+        name = n.node_id or n.address
+        if n.health == pb.UNREACHABLE:
+            warnings.append(Alert("error", f"node {name} ({n.address}) is unreachable"))
+        elif n.health == pb.NOT_SERVING:
+            warnings.append(Alert("warning", f"node {name} is not serving (draining or stopping)"))
+        if n.capacity and n.sessions / n.capacity >= NEAR_CAPACITY:
+            warnings.append(
+                Alert(
+                    "warning",
+                    f"node {name} holds {n.sessions} of {n.capacity} sessions "
+                    f"({n.sessions / n.capacity:.0%}, warning at {NEAR_CAPACITY:.0%})",
+                )
+            )
+    trend = qr_failure_trend(sessions, now, window)
+    if trend.rising and trend.recent is not None:
+        before = f"{trend.earlier:.0%} before" if trend.earlier is not None else "none before"
+        warnings.append(
+            Alert(
+                "warning",
+                f"QR failure rate rising: {trend.recent:.0%} of the {trend.recent_count} sessions "
+                f"updated in the last {window / 60:.0f} min failed with '{QR_EXHAUSTED}' ({before})",
+            )
+        )
+    reachable = [n for n in nodes if n.health != pb.UNREACHABLE]
+    return Overview(
+        nodes=len(nodes),
+        serving=sum(n.health == pb.SERVING for n in nodes),
+        sessions=sum(n.sessions for n in reachable),
+        capacity=sum(n.capacity for n in reachable),
+        memory_bytes=sum(n.memory_bytes for n in reachable),
+        warnings=warnings,
+    )
+
+
+def per_session_memory(nodes: Iterable[pb.NodeStatus]) -> float | None:
+    """Live bytes per held session over the reachable nodes that hold any; None without data.
+
+    An upper estimate: a node's figure includes its warm browser's own base memory.
+    """
+    memory = sessions = 0
+    for n in nodes:
+        if n.health != pb.UNREACHABLE and n.sessions > 0 and n.memory_bytes > 0:
+            memory += n.memory_bytes
+            sessions += n.sessions
+    return memory / sessions if sessions else None

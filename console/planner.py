@@ -1,0 +1,397 @@
+"""The tier planner: from users and machine size to the seed's tiers, sized by measured figures.
+
+Pure: the page passes in what it measured (docs/benchmarks.md, live node memory) and gets a
+`Plan` back. The tiers, thresholds and prices are the seed's
+(`seed/redis-scalability-analysis.md`); sessions per node come from per-session memory and CPU
+with headroom, the seed's "~50 per server" is shown beside them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+MIB = 2**20
+GIB = 2**30
+
+# Documented defaults, used when nothing was measured: the seed's ~50 sessions on a 4-core,
+# 8 GB server (§2.1), after the reserve below is set aside for the OS and the node process.
+DEFAULT_SESSION_MEMORY = 140 * MIB
+DEFAULT_SESSION_CPU = 0.07  # cores
+RESERVE_MEMORY = 1 * GIB
+RESERVE_CPU = 0.5  # cores
+DEFAULT_HEADROOM = 0.2  # the console warns at 80% of capacity: plan to stay below it
+
+SEED_SESSIONS_PER_SERVER = 50  # MAX_CONCURRENT_SESSIONS=50 (§2.1, §3.3 "per node")
+SEED_SESSIONS_UPGRADED = 100  # the upgraded single server of §2.2 A / §3.2
+SEED_QR_SECONDS = {"localauth": (8, 10), "remoteauth": (13, 18)}  # §4.1
+SEED_ACTIVE_SHARE = (0.05, 0.10)  # 1000 users -> 50-100 active accounts (§2.1)
+SEED_VPS = (4, 8)  # cores, GB of the seed's $50-100/month VPS (§2.2 A)
+SEED_VPS_COST = (50, 100)
+SEED_REDIS_COST = (20, 50)  # §7: managed Redis; §5 Phase 2 says +$20/month
+
+# Tier thresholds, from the seed's decision matrix (§8) and conclusion (§9).
+REDIS_FROM_USERS = 500  # §7: Redis pays for itself at 500+ users; §8: 500-1500 users
+REDIS_FROM_ACTIVE = 50  # §8: 50-150 active accounts
+CLUSTER_FROM_USERS = 1500  # §8: enterprise setup for 1500-5000+ users
+CLUSTER_FROM_ACTIVE = 150  # §8: 150-500+ active accounts
+KUBERNETES_FROM_USERS = 5000  # §9: 5000+ users need the full enterprise architecture
+KUBERNETES_FROM_ACTIVE = 500
+KUBERNETES_FROM_NODES = 10  # past this many nodes, hand-run clusters stop being sensible
+CLUSTER_MIN_NODES = 3  # §5 Phase 3: 3-5 nodes
+
+LOCAL = "localauth"
+REMOTE = "remoteauth"
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Tier:
+    key: str
+    name: str
+    seed: str  # where the seed describes it
+    auth: str
+    redis: str  # Redis topology
+    seed_cost: tuple[int, int | None]  # USD a month; None: open-ended
+    seed_scale: str
+
+
+SINGLE = Tier(
+    "single",
+    "Single server with LocalAuth",
+    "§3.1 Development, §5 Phase 1, §8 Current setup",
+    LOCAL,
+    "none: files for cache and sessions, the database for the queue",
+    (50, 100),
+    "< 1000 users, < 100 active accounts (§8); < 500 users before Redis pays (§7)",
+)
+SINGLE_REDIS = Tier(
+    "single-redis",
+    "LocalAuth with Redis cache and queue",
+    "§3.2 Production Small-Medium, §5 Phase 2, §8 Recommended setup",
+    LOCAL,
+    "one Redis beside the app (cache and queue)",
+    (70, 120),
+    "500-1500 users, 50-150 active accounts (§8)",
+)
+CLUSTER = Tier(
+    "cluster",
+    "RemoteAuth cluster",
+    "§2.2 Scenario B, §3.3 Production Enterprise, §5 Phase 3, §8 Enterprise setup",
+    REMOTE,
+    "Redis Cluster, 3 nodes (sessions, cache, queue, Laravel sessions)",
+    (500, 1000),
+    "1500-5000+ users, 150-500+ active accounts (§8)",
+)
+KUBERNETES = Tier(
+    "kubernetes",
+    "Kubernetes",
+    "§5 Phase 4 Enterprise, §9 5000+ users",
+    REMOTE,
+    "managed Redis (Redis Enterprise / ElastiCache), cluster mode",
+    (1000, None),
+    "3000+ users (§5 Phase 4); 5000+ users (§9)",
+)
+TIERS = (SINGLE, SINGLE_REDIS, CLUSTER, KUBERNETES)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """Per-session figures and where each came from."""
+
+    memory_bytes: float
+    cpu_cores: float
+    memory_source: str
+    cpu_source: str
+
+
+def parse_benchmarks(text: str) -> tuple[float | None, float | None]:
+    """Per-session memory (bytes) and CPU (cores) from docs/benchmarks.md, where it states them.
+
+    Looks for lines such as `per-session memory: 180 MiB` or a table row
+    `| per-session PSS | 180 MiB |`, and `per-session CPU: 0.06 cores` (also `60 millicores`,
+    `6 %` of a core).
+    """
+    memory = cpu = None
+    units = {"kib": 2**10, "kb": 1e3, "mib": MIB, "mb": 1e6, "gib": GIB, "gb": 1e9}
+    m = re.search(
+        r"per[- ]session[^\n\d]*?(?:memory|rss|pss)[^\n\d]*?([\d.]+)\s*(GiB|GB|MiB|MB|KiB|kB)\b",
+        text,
+        re.IGNORECASE,
+    )
+    if m:
+        memory = float(m.group(1)) * units[m.group(2).lower()]
+    m = re.search(
+        r"per[- ]session[^\n\d]*?cpu[^\n\d]*?([\d.]+)\s*(millicores|m\b|%|cores?\b)",
+        text,
+        re.IGNORECASE,
+    )
+    if m:
+        value, unit = float(m.group(1)), m.group(2).lower()
+        cpu = value / 1000 if unit in ("millicores", "m") else value / 100 if unit == "%" else value
+    return (memory if memory and memory > 0 else None, cpu if cpu and cpu > 0 else None)
+
+
+def resolve_figures(
+    benchmarks: tuple[float | None, float | None] | None, live_memory: float | None
+) -> Figures:
+    """Each figure from docs/benchmarks.md, else live from the nodes, else the documented default."""
+    bench_mem, bench_cpu = benchmarks or (None, None)
+    if bench_mem:
+        memory, memory_source = bench_mem, "docs/benchmarks.md"
+    elif live_memory:
+        memory, memory_source = live_memory, "live nodes (memory / sessions held)"
+    else:
+        memory, memory_source = DEFAULT_SESSION_MEMORY, "documented default (seed §2.1)"
+    if bench_cpu:
+        cpu, cpu_source = bench_cpu, "docs/benchmarks.md"
+    else:
+        cpu, cpu_source = DEFAULT_SESSION_CPU, "documented default (seed §2.1)"
+    return Figures(memory, cpu, memory_source, cpu_source)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    by_memory: int
+    by_cpu: int
+    sessions: int  # per node, with headroom: MAX_CONCURRENT_SESSIONS
+    bound: str  # "memory" or "CPU"
+
+
+def capacity(cores: float, ram_gb: float, figures: Figures, headroom: float) -> Capacity:
+    """Sessions one machine holds with `headroom` (0-0.9) kept free; at least 1."""
+    if cores <= 0 or ram_gb <= 0:
+        raise ValueError("cores and RAM must be above 0")
+    if not 0 <= headroom < 1:
+        raise ValueError(f"headroom must be within 0-0.9, got {headroom}")
+    usable = 1 - headroom
+    by_memory = math.floor(max(0.0, ram_gb * GIB - RESERVE_MEMORY) * usable / figures.memory_bytes)
+    by_cpu = math.floor(max(0.0, cores - RESERVE_CPU) * usable / figures.cpu_cores)
+    bound = "memory" if by_memory <= by_cpu else "CPU"
+    return Capacity(by_memory, by_cpu, max(1, min(by_memory, by_cpu)), bound)
+
+
+@dataclass(frozen=True)
+class SeedView:
+    """What the seed alone would say, with its own figures."""
+
+    tier: Tier
+    active: tuple[int, int]  # at the seed's 5-10% active share
+    sessions_per_server: int
+    servers: int
+    qr_seconds: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Plan:
+    users: int
+    active: int
+    auth: str
+    tier: Tier
+    capacity: Capacity
+    figures: Figures
+    nodes_needed: int  # to hold the active accounts
+    nodes: int  # to deploy: with a spare where failover needs one
+    redis: str
+    cost: tuple[int, int]  # our estimate for the mesh nodes and Redis, USD a month
+    seed: SeedView
+    mesh_env: str
+    router_env: str
+    laravel_env: str
+    notes: list[str] = field(default_factory=list)
+
+
+def pick_tier(users: int, active: int, nodes_needed: int) -> Tier:
+    """The seed's tier for this scale; more than one node always means a cluster."""
+    if (
+        users >= KUBERNETES_FROM_USERS
+        or active >= KUBERNETES_FROM_ACTIVE
+        or nodes_needed >= KUBERNETES_FROM_NODES
+    ):
+        return KUBERNETES
+    if nodes_needed > 1 or users > CLUSTER_FROM_USERS or active > CLUSTER_FROM_ACTIVE:
+        return CLUSTER
+    if users >= REDIS_FROM_USERS or active > REDIS_FROM_ACTIVE:
+        return SINGLE_REDIS
+    return SINGLE
+
+
+def cluster_nodes(needed: int, tier: Tier) -> int:
+    """Nodes to deploy: one, or for a cluster the need plus a spare (20%, at least one)."""
+    if tier in (SINGLE, SINGLE_REDIS):
+        return 1
+    return max(CLUSTER_MIN_NODES, needed + max(1, math.ceil(needed * 0.2)))
+
+
+def seed_view(users: int, strategy: str) -> SeedView:
+    lo = math.ceil(users * SEED_ACTIVE_SHARE[0])
+    hi = math.ceil(users * SEED_ACTIVE_SHARE[1])
+    per_server = (
+        SEED_SESSIONS_UPGRADED if hi <= SEED_SESSIONS_UPGRADED else SEED_SESSIONS_PER_SERVER
+    )
+    servers = max(1, math.ceil(hi / per_server))
+    tier = pick_tier(users, hi, servers)
+    auth = tier.auth if strategy == AUTO else strategy
+    return SeedView(tier, (lo, hi), per_server, servers, SEED_QR_SECONDS[auth])
+
+
+def cost(tier: Tier, nodes: int, cores: float, ram_gb: float, auth: str) -> tuple[int, int]:
+    """Mesh nodes priced as the seed's VPS scaled by size, plus Redis as the seed prices it."""
+    scale = max(cores / SEED_VPS[0], ram_gb / SEED_VPS[1], 0.5)
+    lo = nodes * SEED_VPS_COST[0] * scale
+    hi = nodes * SEED_VPS_COST[1] * scale
+    redis_nodes = {SINGLE.key: 1 if auth == REMOTE else 0, SINGLE_REDIS.key: 1}.get(tier.key, 3)
+    lo += redis_nodes * SEED_REDIS_COST[0]
+    hi += redis_nodes * SEED_REDIS_COST[1]
+    return round(lo), round(hi)
+
+
+def redis_topology(tier: Tier, auth: str) -> str:
+    if tier is SINGLE and auth == REMOTE:
+        return "one Redis (the logins; Laravel keeps files and the database)"
+    if tier is SINGLE_REDIS and auth == REMOTE:
+        return "one Redis beside the app (logins, cache and queue)"
+    return tier.redis
+
+
+def _env(lines: list[tuple[str, str | int, str]]) -> str:
+    """KEY=value lines, each note on its own comment line above (safe for any .env reader)."""
+    out: list[str] = []
+    for key, value, note in lines:
+        if note:
+            out.append(f"# {note}")
+        out.append(f"{key}={value}")
+    return "\n".join(out)
+
+
+def mesh_env(tier: Tier, auth: str, per_node: int, nodes: int) -> tuple[str, str]:
+    """The node and router environment for this plan."""
+    redis_host = "127.0.0.1" if tier in (SINGLE, SINGLE_REDIS) else "redis-cluster.internal"
+    lines: list[tuple[str, str | int, str]] = [
+        ("AUTH_STRATEGY", auth, "" if auth == tier.auth else f"the seed says {tier.auth} here"),
+        ("MAX_CONCURRENT_SESSIONS", per_node, "per node, headroom included"),
+        ("SESSION_STORAGE_PATH", "./sessions", ""),
+    ]
+    if tier is not SINGLE:
+        lines.append(("SESSION_BACKUP_ENABLED", "true", "§3.2: enable backups"))
+    if auth == REMOTE:
+        lines += [
+            ("REDIS_HOST", redis_host, ""),
+            ("REDIS_PORT", 6379, ""),
+            ("REDIS_SESSION_PREFIX", "whatsapp:session:", ""),
+            ("REDIS_SESSION_TTL", 604800, "7 days"),
+        ]
+        if tier in (CLUSTER, KUBERNETES):
+            lines.append(("REDIS_CLUSTER", "true", ""))
+    addresses = ",".join(f"node-{i}.internal:50061" for i in range(1, nodes + 1))
+    router = _env(
+        [
+            ("MESH_NODES", addresses, f"{nodes} node(s): your hosts here"),
+            ("MESH_ROUTER_LISTEN", "0.0.0.0:50051", ""),
+            ("MESH_API_TOKENS", "laravel:<a long random token>", "tenant:token[,tenant:token...]"),
+        ]
+    )
+    return _env(lines), router
+
+
+def laravel_env(tier: Tier) -> str:
+    if tier is SINGLE:
+        return _env(
+            [
+                ("CACHE_DRIVER", "file", ""),
+                ("QUEUE_CONNECTION", "database", ""),
+                ("SESSION_DRIVER", "file", ""),
+            ]
+        )
+    if tier is SINGLE_REDIS:
+        return _env(
+            [
+                ("CACHE_DRIVER", "redis", "changed"),
+                ("QUEUE_CONNECTION", "redis", "changed"),
+                ("SESSION_DRIVER", "file", "OK for a single server"),
+                ("REDIS_HOST", "127.0.0.1", ""),
+                ("REDIS_PORT", 6379, ""),
+            ]
+        )
+    return _env(
+        [
+            ("CACHE_DRIVER", "redis", ""),
+            ("QUEUE_CONNECTION", "redis", ""),
+            ("SESSION_DRIVER", "redis", "for distributed sessions"),
+            ("REDIS_HOST", "redis-cluster.internal", ""),
+            ("REDIS_PORT", 6379, ""),
+            ("REDIS_CLUSTER", "true", "cluster mode"),
+        ]
+    )
+
+
+def plan(
+    users: int,
+    active_share: float,
+    cores: float,
+    ram_gb: float,
+    strategy: str = AUTO,
+    figures: Figures | None = None,
+    headroom: float = DEFAULT_HEADROOM,
+) -> Plan:
+    """Plan a deployment for `users` of whom `active_share` (0-1) keep a WhatsApp account linked."""
+    if users < 1:
+        raise ValueError(f"users must be at least 1, got {users}")
+    if not 0 < active_share <= 1:
+        raise ValueError(f"active share must be within (0, 1], got {active_share}")
+    if strategy not in (AUTO, LOCAL, REMOTE):
+        raise ValueError(f"strategy must be auto, localauth or remoteauth, got {strategy!r}")
+    figures = figures or resolve_figures(None, None)
+    active = max(1, math.ceil(users * active_share))
+    cap = capacity(cores, ram_gb, figures, headroom)
+    needed = math.ceil(active / cap.sessions)
+    tier = pick_tier(users, active, needed)
+    auth = tier.auth if strategy == AUTO else strategy
+    nodes = cluster_nodes(needed, tier)
+    notes: list[str] = []
+    if auth == LOCAL and nodes > 1:
+        notes.append(
+            f"LocalAuth on {nodes} nodes: each login stays on its node's disk, so sessions cannot "
+            "fail over and a lost node means new QR scans (§3.1 cons). The seed says RemoteAuth here."
+        )
+    if auth == REMOTE and tier.auth == LOCAL:
+        notes.append(
+            "RemoteAuth on one server: QR takes 13-18 s instead of 8-10 s (§4.1) for no "
+            "failover gain; it prepares the move to a cluster."
+        )
+    if auth == REMOTE:
+        notes.append("RemoteAuth restores a lost node's sessions on the others: keep a spare node.")
+    if tier in (SINGLE, SINGLE_REDIS) and (users > 1000 or active > 100):
+        notes.append(
+            "Past 1000 users or 100 active accounts the seed (§4.2) says to plan the switch to "
+            "RemoteAuth, although one server holds them."
+        )
+    if cap.sessions < active and tier in (SINGLE, SINGLE_REDIS):
+        notes.append("One server cannot hold every active account: pick a bigger machine.")
+    if cap.by_memory < 1 or cap.by_cpu < 1:
+        notes.append(
+            "This machine is too small for even one session with the reserve and headroom."
+        )
+    if tier is KUBERNETES:
+        notes.append(
+            "Kubernetes: the node count is the autoscaler's floor; a DevOps engineer is needed (§5 Phase 4)."
+        )
+    mesh, router = mesh_env(tier, auth, cap.sessions, nodes)
+    return Plan(
+        users=users,
+        active=active,
+        auth=auth,
+        tier=tier,
+        capacity=cap,
+        figures=figures,
+        nodes_needed=needed,
+        nodes=nodes,
+        redis=redis_topology(tier, auth),
+        cost=cost(tier, nodes, cores, ram_gb, auth),
+        seed=seed_view(users, strategy),
+        mesh_env=mesh,
+        router_env=router,
+        laravel_env=laravel_env(tier),
+        notes=notes,
+    )

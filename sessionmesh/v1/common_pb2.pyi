@@ -33,6 +33,7 @@ class NodeHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SERVING: _ClassVar[NodeHealth]
     NOT_SERVING: _ClassVar[NodeHealth]
     UNREACHABLE: _ClassVar[NodeHealth]
+    DRAINING: _ClassVar[NodeHealth]
 SESSION_STATE_UNSPECIFIED: SessionState
 STARTING: SessionState
 SCAN_QR_CODE: SessionState
@@ -48,6 +49,7 @@ NODE_HEALTH_UNSPECIFIED: NodeHealth
 SERVING: NodeHealth
 NOT_SERVING: NodeHealth
 UNREACHABLE: NodeHealth
+DRAINING: NodeHealth
 
 class Session(_message.Message):
     __slots__ = ("session_id", "state", "node_id", "auth_strategy", "phone", "created_at", "updated_at", "ready_at", "last_error", "labels", "last_seq")

@@ -75,3 +75,23 @@ class ClusterStatus(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStatus]
     def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ...) -> None: ...
+
+class DrainNodeRequest(_message.Message):
+    __slots__ = ("node_id", "parallelism")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARALLELISM_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    parallelism: int
+    def __init__(self, node_id: _Optional[str] = ..., parallelism: _Optional[int] = ...) -> None: ...
+
+class DrainNodeResponse(_message.Message):
+    __slots__ = ("node_id", "moved", "stayed", "failed")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
+    STAYED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    moved: int
+    stayed: int
+    failed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., moved: _Optional[int] = ..., stayed: _Optional[int] = ..., failed: _Optional[_Iterable[str]] = ...) -> None: ...

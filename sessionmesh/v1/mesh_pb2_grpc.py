@@ -73,6 +73,11 @@ class SessionMeshStub:
                 request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.GetClusterStatusRequest.SerializeToString,
                 response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.DrainNode = channel.unary_unary(
+                '/sessionmesh.v1.SessionMesh/DrainNode',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeResponse.FromString,
+                _registered_method=True)
 
 
 class SessionMeshServicer:
@@ -127,6 +132,14 @@ class SessionMeshServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainNode(self, request, context):
+        """Admin (tenants in MESH_ADMIN_TENANTS): move a node's RemoteAuth sessions to other nodes,
+        a bounded number at a time, then set it NOT_SERVING. LocalAuth sessions stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionMeshServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +177,11 @@ def add_SessionMeshServicer_to_server(servicer, server):
                     servicer.GetClusterStatus,
                     request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.GetClusterStatusRequest.FromString,
                     response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.ClusterStatus.SerializeToString,
+            ),
+            'DrainNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainNode,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +376,33 @@ class SessionMesh:
             '/sessionmesh.v1.SessionMesh/GetClusterStatus',
             sessionmesh_dot_v1_dot_mesh__pb2.GetClusterStatusRequest.SerializeToString,
             sessionmesh_dot_v1_dot_mesh__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DrainNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/DrainNode',
+            sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

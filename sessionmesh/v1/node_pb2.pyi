@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class StartSessionRequest(_message.Message):
-    __slots__ = ("tenant", "session_id", "auth_strategy", "labels")
+    __slots__ = ("tenant", "session_id", "auth_strategy", "labels", "takeover")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -20,11 +20,13 @@ class StartSessionRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AUTH_STRATEGY_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    TAKEOVER_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     session_id: str
     auth_strategy: _common_pb2.AuthStrategy
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, tenant: _Optional[str] = ..., session_id: _Optional[str] = ..., auth_strategy: _Optional[_Union[_common_pb2.AuthStrategy, str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    takeover: bool
+    def __init__(self, tenant: _Optional[str] = ..., session_id: _Optional[str] = ..., auth_strategy: _Optional[_Union[_common_pb2.AuthStrategy, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., takeover: _Optional[bool] = ...) -> None: ...
 
 class NodeSessionRequest(_message.Message):
     __slots__ = ("tenant", "session_id")
@@ -65,3 +67,9 @@ class NodeWatchRequest(_message.Message):
 class NodeStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class NodeDrainRequest(_message.Message):
+    __slots__ = ("done",)
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    done: bool
+    def __init__(self, done: _Optional[bool] = ...) -> None: ...

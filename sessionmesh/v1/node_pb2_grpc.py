@@ -72,6 +72,16 @@ class SessionNodeStub:
                 request_serializer=sessionmesh_dot_v1_dot_node__pb2.NodeStatusRequest.SerializeToString,
                 response_deserializer=sessionmesh_dot_v1_dot_common__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/sessionmesh.v1.SessionNode/Drain',
+                request_serializer=sessionmesh_dot_v1_dot_node__pb2.NodeDrainRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_common__pb2.NodeStatus.FromString,
+                _registered_method=True)
+        self.HandOffSession = channel.unary_unary(
+                '/sessionmesh.v1.SessionNode/HandOffSession',
+                request_serializer=sessionmesh_dot_v1_dot_node__pb2.NodeSessionRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_common__pb2.Session.FromString,
+                _registered_method=True)
 
 
 class SessionNodeServicer:
@@ -121,6 +131,20 @@ class SessionNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Stop admitting sessions (health DRAINING); with `done`, report NOT_SERVING.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HandOffSession(self, request, context):
+        """Final snapshot, release the lease, close: the session is to start on another node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +182,16 @@ def add_SessionNodeServicer_to_server(servicer, server):
                     servicer.GetNodeStatus,
                     request_deserializer=sessionmesh_dot_v1_dot_node__pb2.NodeStatusRequest.FromString,
                     response_serializer=sessionmesh_dot_v1_dot_common__pb2.NodeStatus.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=sessionmesh_dot_v1_dot_node__pb2.NodeDrainRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_common__pb2.NodeStatus.SerializeToString,
+            ),
+            'HandOffSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.HandOffSession,
+                    request_deserializer=sessionmesh_dot_v1_dot_node__pb2.NodeSessionRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_common__pb2.Session.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +385,60 @@ class SessionNode:
             '/sessionmesh.v1.SessionNode/GetNodeStatus',
             sessionmesh_dot_v1_dot_node__pb2.NodeStatusRequest.SerializeToString,
             sessionmesh_dot_v1_dot_common__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionNode/Drain',
+            sessionmesh_dot_v1_dot_node__pb2.NodeDrainRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_common__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HandOffSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionNode/HandOffSession',
+            sessionmesh_dot_v1_dot_node__pb2.NodeSessionRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_common__pb2.Session.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,13 @@ $(CHROMIUM): $(STAMP)
 run: setup
 	$(BIN)/python -m sessionmesh.devrun
 
+# The ops console against a running mesh (MESH_ROUTER, MESH_TOKEN; `make run` writes .run/env).
+console: setup
+	@test -n "$$MESH_TOKEN" || test -f .run/env || { echo "set MESH_TOKEN (or start make run first)"; exit 2; }
+	@if [ -z "$$MESH_TOKEN" ]; then . ./.run/env; fi; \
+	  $(BIN)/streamlit run console/app.py --server.headless true \
+	  --server.port $${CONSOLE_PORT:-8501} --browser.gatherUsageStats false
+
 test: setup
 	deploy/install-redis.sh
 	$(BIN)/pytest -q

@@ -15,6 +15,7 @@ from pathlib import Path
 from sessionmesh.procs import ProcessGroup, wait_http, wait_serving
 
 RUN_DIR = Path(os.environ.get("MESH_RUN_DIR", ".run"))
+CONSOLE_APP = Path(__file__).resolve().parent.parent / "console" / "app.py"
 HOST = "127.0.0.1"
 
 
@@ -30,6 +31,7 @@ def main() -> None:
     sandbox_port = _port("SANDBOX_PORT", 8090)
     router_port = _port("ROUTER_PORT", 50051)
     node_ports = [_port("NODE1_PORT", 50061), _port("NODE2_PORT", 50062)]
+    console_port = _port("CONSOLE_PORT", 8501)
     token = os.environ.get("MESH_DEV_TOKEN") or "dev-" + secrets.token_urlsafe(24)
     group = ProcessGroup(RUN_DIR / "logs")
 
@@ -62,6 +64,25 @@ def main() -> None:
             "MESH_API_TOKENS": f"dev:{token}",
         }
         wait_serving(router_addr, group.spawn("router", ["mesh-router"], router_env), "router")
+        console_url = f"http://{HOST}:{console_port}/"
+        console = group.spawn(
+            "console",
+            [
+                "streamlit",
+                "run",
+                str(CONSOLE_APP),
+                "--server.headless",
+                "true",
+                "--server.address",
+                HOST,
+                "--server.port",
+                str(console_port),
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+            {"MESH_ROUTER": router_addr, "MESH_TOKEN": token},
+        )
+        wait_http(console_url + "_stcore/health", console, "console")
         env_file = RUN_DIR / "env"
         env_file.write_text(f"export MESH_ROUTER={router_addr}\nexport MESH_TOKEN={token}\n")
         env_file.chmod(0o600)
@@ -71,6 +92,7 @@ Session Mesh is running (logs in {group.logs}/).
   router   {router_addr}   (gRPC, sessionmesh.v1.SessionMesh)
   nodes    {", ".join(node_addrs)}
   sandbox  {sandbox_url}   (stand-in for WhatsApp Web, with a simulated phone)
+  console  {console_url}   (ops console: capacity, latency, sessions, tier planner)
   token    {token}   (tenant "dev")
 
 Try, in another terminal:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,19 +25,22 @@ async def test_make_run_serves_a_session_and_stops_cleanly(tmp_path: Path) -> No
         "ROUTER_PORT": str(free_port()),
         "NODE1_PORT": str(free_port()),
         "NODE2_PORT": str(free_port()),
+        "CONSOLE_PORT": str(free_port()),
     }
     out_path = tmp_path / "out.txt"
     with out_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "sessionmesh.devrun"], env=env, stdout=out, stderr=out
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sessionmesh.devrun", env=env, stdout=out, stderr=out
         )
     try:
         await wait_for(
-            lambda: "Ctrl-C stops everything" in out_path.read_text() or proc.poll() is not None,
+            lambda: (
+                "Ctrl-C stops everything" in out_path.read_text() or proc.returncode is not None
+            ),
             timeout=120,
             what="make run to print its banner",
         )
-        assert proc.poll() is None, out_path.read_text()
+        assert proc.returncode is None, out_path.read_text()
         text = out_path.read_text()
         token = text.split("token", 1)[1].split()[0]
         cli_env = {**env, "MESH_ROUTER": f"127.0.0.1:{env['ROUTER_PORT']}", "MESH_TOKEN": token}
@@ -50,8 +54,11 @@ async def test_make_run_serves_a_session_and_stops_cleanly(tmp_path: Path) -> No
             subprocess.run, [meshctl, "cluster"], env=cli_env, capture_output=True, text=True
         )
         assert cluster.returncode == 0 and cluster.stdout.count("SERVING") == 2, cluster.stdout
+        console = f"http://127.0.0.1:{env['CONSOLE_PORT']}/_stcore/health"
+        health = await asyncio.to_thread(urllib.request.urlopen, console, timeout=10)
+        assert health.status == 200
     finally:
         proc.send_signal(signal.SIGINT)
-        code = await asyncio.to_thread(proc.wait, 90)
+        code = await asyncio.wait_for(proc.wait(), 90)
     assert code == 0, out_path.read_text()
     assert "stopped." in out_path.read_text()

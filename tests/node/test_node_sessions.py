@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -134,3 +135,40 @@ async def test_bad_input_names_the_field(sandbox: Any, node_factory: Any, channe
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetSession(node_pb2.NodeSessionRequest(tenant=TENANT, session_id="nope"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_chromium_dies_and_sessions_come_back_ready_without_qr(
+    sandbox: Any, node_factory: Any, channels: Any, watchers: Any
+) -> None:
+    import os
+    import signal
+
+    from node.memory import descendants
+
+    node = await node_factory(sandbox.url)
+    stub = channels(node.address)
+    await start(stub, "crash")
+    w = watchers(watch(stub, "crash"))
+    qr = await w.wait_qr()
+    await phone(sandbox.url, "scan", code=qr.code, phone="6281200000009")
+    await w.wait_state(pb.READY)
+    launches = node.pool.launches
+
+    # Kill the browser process (the first Chromium below the node), as an OOM killer would.
+    def chromium_root() -> int:
+        for pid in descendants(os.getpid()):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"chrom" in cmd[0].lower() and not any(a.startswith(b"--type=") for a in cmd):
+                return pid
+        raise AssertionError("no Chromium process found")
+
+    os.kill(chromium_root(), signal.SIGKILL)
+    await w.wait(lambda w: w.states().count(pb.READY) >= 2, "READY again after the crash")
+    assert node.pool.launches == launches + 1
+    assert len(w.qrs()) == 1, "the restore must not show a QR"
+    reasons = [e.state.reason for e in w.events if e.WhichOneof("event") == "state"]
+    assert any("browser crash" in r for r in reasons)
+    assert await conflicts(sandbox.url) == {}

@@ -104,7 +104,7 @@ class MeshClient:
         """Drain a node, once the API has DrainNode; ApiError UNIMPLEMENTED before that."""
         if not self.can_drain:
             raise ApiError("UNIMPLEMENTED", "the router API has no DrainNode yet", "DrainNode")
-        request = mesh_pb2.DrainNodeRequest(node_id=node_id)  # type: ignore[attr-defined]
+        request = mesh_pb2.DrainNodeRequest(node_id=node_id)
         return self._call("DrainNode", request)
 
     def history(self, session: pb.Session, timeout: float | None = None) -> list[pb.SessionEvent]:

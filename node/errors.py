@@ -4,7 +4,10 @@ NodeError
  ├── SessionNotFound      NOT_FOUND
  ├── NodeFull             RESOURCE_EXHAUSTED
  ├── NodeUnavailable      UNAVAILABLE (draining, stopping, store down)
+ │    └── StoreUnavailable Redis unreachable (node/remote_store.py)
  ├── InvalidRequest       INVALID_ARGUMENT (names the field)
+ ├── FailedPrecondition   FAILED_PRECONDITION (held by another node; a LocalAuth session can't move)
+ ├── StoreError           node/remote_store.py; StaleFence: a newer owner holds the session
  └── PageError            a WhatsApp Web page did not behave (fails the session, never the node)
 """
 
@@ -31,6 +34,10 @@ class InvalidRequest(NodeError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class FailedPrecondition(NodeError):
+    """The session is not in a state that allows the request (e.g. another node holds it)."""
 
 
 class PageError(NodeError):

@@ -19,11 +19,20 @@ def timestamp(seconds: float | None = None) -> Timestamp:
 
 
 class EventLog:
-    """Events numbered 1, 2, 3, ... per session; the newest `size` are kept for replay."""
+    """Events numbered 1, 2, 3, ... per session; the newest `size` are kept for replay.
 
-    def __init__(self, session_id: str, *, last_seq: int = 0, size: int = 1000) -> None:
+    A gated log (RemoteAuth) shows watchers only events up to `visible_seq`, which its writer
+    advances with `release()` once the events are durable in Redis. `close()` ends every
+    `follow()` after what is visible (the session lives elsewhere now)."""
+
+    def __init__(
+        self, session_id: str, *, last_seq: int = 0, size: int = 1000, gated: bool = False
+    ) -> None:
         self.session_id = session_id
-        self.last_seq = last_seq
+        self.last_seq = last_seq  # allocated
+        self.visible_seq = last_seq  # shown to watchers
+        self.gated = gated
+        self.closed = False
         self._events: deque[pb.SessionEvent] = deque(maxlen=size)
         self._wake = asyncio.Event()
 
@@ -44,23 +53,63 @@ class EventLog:
             loading=loading,
         )
         self._events.append(event)
+        if not self.gated:
+            self.visible_seq = self.last_seq
+            self._notify()
+        return event
+
+    def release(self, seq: int) -> None:
+        """Let watchers see the events up to `seq` (gated logs)."""
+        seq = min(seq, self.last_seq)
+        if seq > self.visible_seq:
+            self.visible_seq = seq
+            self._notify()
+
+    def adopt(self, events: list[pb.SessionEvent], *, last_seq: int = 0) -> None:
+        """Continue from a previous owner's events (durable already): newer ones are added."""
+        for event in sorted(events, key=lambda e: e.seq):
+            if event.seq > self.last_seq:
+                self._events.append(event)
+                self.last_seq = event.seq
+        self.last_seq = max(self.last_seq, last_seq)
+        self.visible_seq = max(self.visible_seq, self.last_seq)
+        self._notify()
+
+    def close(self) -> None:
+        """End every follower once it has what is visible."""
+        self.closed = True
+        self._notify()
+
+    def reopen(self) -> None:
+        self.closed = False
+
+    def _notify(self) -> None:
         wake, self._wake = self._wake, asyncio.Event()
         wake.set()
-        return event
 
     @property
     def last_event(self) -> pb.SessionEvent | None:
-        return self._events[-1] if self._events else None
+        for event in reversed(self._events):
+            if event.seq <= self.visible_seq:
+                return event
+        return None
 
     def since(self, after_seq: int) -> list[pb.SessionEvent]:
+        return [e for e in self._events if after_seq < e.seq <= self.visible_seq]
+
+    def pending(self, after_seq: int) -> list[pb.SessionEvent]:
+        """Every event after `after_seq`, visible or not (what a writer must persist)."""
         return [e for e in self._events if e.seq > after_seq]
 
     async def follow(self, after_seq: int) -> AsyncIterator[pb.SessionEvent]:
-        """Events after `after_seq`, missed ones first, then live ones; never ends by itself."""
+        """Events after `after_seq`, missed ones first, then live ones; ends only when closed."""
         while True:
             wake = self._wake  # taken before reading, so no append slips between
-            for event in self.since(after_seq):
+            fresh = self.since(after_seq)
+            for event in fresh:
                 after_seq = event.seq
                 yield event
-            if after_seq >= self.last_seq:
+            if self.closed:
+                return
+            if not fresh or after_seq >= self.visible_seq:
                 await wake.wait()

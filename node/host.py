@@ -1,4 +1,8 @@
-"""The sessions a node hosts: admission against capacity, start, stop, logout, resume on boot."""
+"""The sessions a node hosts: admission against capacity, start, stop, logout, hand-off, resume.
+
+LocalAuth sessions are recorded in the LocalCatalog (resumed on boot); RemoteAuth sessions in
+Redis (node/remote.py: lease, directory entry, event stream) and in the node's session set
+(node/membership.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +14,27 @@ from collections.abc import Callable
 from node.auth_store import SnapshotStore
 from node.browser import BrowserPool
 from node.catalog import LocalCatalog
-from node.errors import InvalidRequest, NodeFull, NodeUnavailable, SessionNotFound
-from node.session import TERMINAL, HostedSession, SessionInfo
+from node.errors import (
+    FailedPrecondition,
+    InvalidRequest,
+    NodeFull,
+    NodeUnavailable,
+    SessionNotFound,
+)
+from node.membership import Membership
+from node.remote import RemoteAuth, RemoteSession
+from node.remote_store import StoreUnavailable, session_key
+from node.session import LINKED, TERMINAL, HostedSession, SessionInfo
 from node.settings import NodeSettings
+from sessionmesh.telemetry import mesh_metrics
 from sessionmesh.v1 import common_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+
+HANDOFF_PARALLELISM = 4  # sessions handed off at once on SIGTERM
+MOVED = "moved to another node"
 
 
 class SessionHost:
@@ -28,17 +45,25 @@ class SessionHost:
         *,
         local_store: SnapshotStore,
         catalog: LocalCatalog,
-        remote_store: SnapshotStore | None = None,
+        remote: RemoteAuth | None = None,
+        membership: Membership | None = None,
+        address: Callable[[], str] = lambda: "",
     ) -> None:
         self.settings = settings
         self._pool = pool
         self._local = local_store
-        self._remote = remote_store
+        self._remote = remote
+        self._membership = membership
+        self._address = address
         self._catalog = catalog
         self._sessions: dict[Key, HostedSession] = {}
+        self._bindings: dict[Key, RemoteSession] = {}
+        self._runners: dict[asyncio.Task[None], HostedSession] = {}
+        self._failovers: set[Key] = set()  # taken over, not READY yet
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self.accepting = True
+        self.draining = False
         # Called after every change of a session (telemetry hooks in here).
         self.observers: list[Callable[[HostedSession], None]] = []
 
@@ -60,13 +85,23 @@ class SessionHost:
     # -- commands ------------------------------------------------------------------------
 
     async def start(
-        self, tenant: str, session_id: str, auth_strategy: int, labels: dict[str, str]
+        self,
+        tenant: str,
+        session_id: str,
+        auth_strategy: int,
+        labels: dict[str, str],
+        *,
+        takeover: bool = False,
     ) -> HostedSession:
+        """Start (or return the running) session. RemoteAuth: another owner's lease refuses the
+        start (FAILED_PRECONDITION) unless `takeover`, which waits for that lease to lapse."""
         if not self.accepting:
             raise NodeUnavailable(
                 f"node {self.settings.node_id} is draining; it takes no new sessions"
             )
         strategy = self._strategy(auth_strategy)
+        if strategy == pb.REMOTE:
+            await self._check_remote(tenant, session_id, takeover)
         async with self._lock:
             session = self._sessions.get((tenant, session_id))
             if session is not None and session.state not in TERMINAL:
@@ -82,18 +117,57 @@ class SessionHost:
                 info = SessionInfo(tenant, session_id, strategy, dict(labels))
                 session = self._make(info)
                 self._sessions[session.key] = session
+            elif labels:
+                session.info.labels = dict(labels)
+            binding = self._bindings.get(session.key)
+            if binding is not None:
+                binding.takeover = takeover
             self._launch(session)
+            if self._membership is not None:
+                self._membership.place(session_key(tenant, session_id))
             return session
 
     async def stop(self, tenant: str, session_id: str) -> HostedSession:
         session = self.get(tenant, session_id)
         await session.stop("stopped on request")
+        await self._finish(session)
         return session
 
     async def logout(self, tenant: str, session_id: str) -> HostedSession:
         session = self.get(tenant, session_id)
         await session.logout()
+        await self._finish(session)
         return session
+
+    async def hand_off(
+        self, tenant: str, session_id: str, *, keep_placed: bool = False
+    ) -> HostedSession:
+        """Final snapshot (fenced), close, release the lease: the session is to start on another
+        node (StartSession takeover=true). Redis unreachable: UNAVAILABLE, the session runs on.
+        `keep_placed` leaves it in the node's session set (SIGTERM: routers fail it over)."""
+        session = self.get(tenant, session_id)
+        binding = self._bindings.get(session.key)
+        if binding is None:
+            raise FailedPrecondition(
+                f"session {session_id!r} uses LocalAuth: its login is on node "
+                f"{self.settings.node_id}'s disk and cannot move"
+            )
+        if session.running and session.state in LINKED:
+            await asyncio.shield(session.save_snapshot(strict=True))
+        session.info.resume = False
+        await session.close(MOVED)
+        if not await binding.finish():
+            log.warning(
+                "%s/%s handed off, but its last writes did not reach Redis", tenant, session_id
+            )
+        if self._membership is not None and not keep_placed:
+            self._membership.remove(session_key(tenant, session_id))
+        return session
+
+    def drain(self) -> None:
+        """Take no new sessions (health DRAINING); running ones stay until handed off."""
+        self.accepting = False
+        self.draining = True
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -101,10 +175,12 @@ class SessionHost:
         """Bring back the sessions this node held when it last stopped; returns how many."""
         resumed = 0
         for info in await self._catalog.load_all():
-            if info.auth_strategy == pb.REMOTE and self._remote is None:
-                continue
+            if info.auth_strategy == pb.REMOTE:
+                continue  # RemoteAuth sessions live in Redis; routers move them
             session = self._make(info)
             self._sessions[session.key] = session
+            if self._membership is not None:
+                self._membership.place(session_key(info.tenant, info.session_id))
             if info.resume and info.state not in (pb.LOGGED_OUT,):
                 if self.held() >= self.settings.max_sessions:
                     log.warning("not resuming %s/%s: node full", info.tenant, info.session_id)
@@ -114,8 +190,23 @@ class SessionHost:
         return resumed
 
     async def shutdown(self) -> None:
-        """Stop every session, keeping logins (final snapshots) and marking them to resume."""
+        """Stop every session, keeping logins: RemoteAuth ones are handed off (snapshot first,
+        a few at a time; they stay in the node's set so routers start them elsewhere),
+        LocalAuth ones stopped with a final snapshot and marked to resume."""
         self.accepting = False
+        remote = [s for s in self._sessions.values() if s.running and s.key in self._bindings]
+        limit = asyncio.Semaphore(HANDOFF_PARALLELISM)
+
+        async def hand_off(session: HostedSession) -> None:
+            async with limit:
+                try:
+                    await self.hand_off(*session.key, keep_placed=True)
+                except Exception as e:
+                    log.warning("%s/%s not handed off: %s", *session.key, e)
+                    await session.close("node shutting down")
+                    await self._finish(session)
+
+        await asyncio.gather(*(asyncio.shield(hand_off(s)) for s in remote), return_exceptions=True)
         live = [s for s in self._sessions.values() if s.running]
         await asyncio.gather(
             *(asyncio.shield(s.stop("node shutting down", resume=True)) for s in live),
@@ -140,21 +231,95 @@ class SessionHost:
             )
         return requested
 
-    def _make(self, info: SessionInfo) -> HostedSession:
-        store = self._remote if info.auth_strategy == pb.REMOTE and self._remote else self._local
-        return HostedSession(
-            info, settings=self.settings, pool=self._pool, store=store, on_change=self._persist
+    async def _check_remote(self, tenant: str, session_id: str, takeover: bool) -> None:
+        """Redis must answer (else UNAVAILABLE), and without `takeover` no other owner may
+        hold the session (else FAILED_PRECONDITION)."""
+        assert self._remote is not None
+        try:
+            async with asyncio.timeout(max(2.0, self._remote.settings.lease_ttl / 3)):
+                holder = await self._remote.leases.holder(tenant, session_id)
+        except TimeoutError as e:
+            raise StoreUnavailable("Redis is unreachable (no answer in time)") from e
+        if holder is None or takeover or holder[0] == self._remote.owner:
+            return
+        raise FailedPrecondition(
+            f"session {session_id!r} is running on {holder[0].rsplit(':', 1)[0]} "
+            f"(lease owner {holder[0]}); start it with takeover=true to move it here"
         )
+
+    def _make(self, info: SessionInfo) -> HostedSession:
+        if info.auth_strategy == pb.REMOTE and self._remote is not None:
+            key = (info.tenant, info.session_id)
+            binding = self._remote.bind(
+                info.tenant,
+                info.session_id,
+                node_id=self.settings.node_id,
+                address=self._address,
+                on_lost=lambda reason: self._lease_lost(key, reason),
+                on_claimed=lambda previous: self._claimed(key, previous),
+            )
+            self._bindings[key] = binding
+            return HostedSession(
+                info,
+                settings=self.settings,
+                pool=self._pool,
+                store=binding,
+                on_change=self._persist,
+                claim=binding.claim,
+            )
+        return HostedSession(
+            info,
+            settings=self.settings,
+            pool=self._pool,
+            store=self._local,
+            on_change=self._persist,
+        )
+
+    async def _lease_lost(self, key: Key, reason: str) -> None:
+        session = self._sessions.get(key)
+        if session is None:
+            return
+        await session.close(reason)
+        if self._membership is not None:
+            self._membership.remove(session_key(*key))
+
+    async def _claimed(self, key: Key, previous: str) -> None:
+        """We own a session another node had: tidy its set, count a failover."""
+        session = self._sessions.get(key)
+        binding = self._bindings.get(key)
+        if self._membership is not None:
+            await self._membership.remove_from(previous, session_key(*key))
+        if session is not None and binding is not None and binding.takeover:
+            self._failovers.add(key)
+
+    async def _finish(self, session: HostedSession) -> None:
+        """A RemoteAuth session stopped here: last writes, release its lease, leave the set."""
+        binding = self._bindings.get(session.key)
+        if binding is None:
+            return
+        await binding.finish()
+        if self._membership is not None:
+            self._membership.remove(session_key(*session.key))
 
     def _launch(self, session: HostedSession) -> None:
         task = session.start()
         self._tasks.add(task)
+        self._runners[task] = session
         task.add_done_callback(self._reap)
 
     def _reap(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        session = self._runners.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("session runner %s crashed", task.get_name(), exc_info=task.exception())
+        if task.cancelled() or session is None or session.key not in self._bindings:
+            return  # stop, logout and hand-off finish the session themselves
+        # Ended by itself (failed, logged out from the phone): last writes, give the lease up.
+        finishing = asyncio.get_running_loop().create_task(
+            self._finish(session), name=f"finish {task.get_name()}"
+        )
+        self._tasks.add(finishing)
+        finishing.add_done_callback(self._reap)
 
     def _persist(self, session: HostedSession) -> None:
         for observe in self.observers:
@@ -162,6 +327,14 @@ class SessionHost:
                 observe(session)
             except Exception:
                 log.exception("session observer failed")
+        binding = self._bindings.get(session.key)
+        if binding is not None:
+            if session.key in self._failovers and session.state in TERMINAL | {pb.READY}:
+                self._failovers.discard(session.key)
+                if session.state == pb.READY:
+                    mesh_metrics().failover(pb.REMOTE, "takeover")
+            binding.changed()
+            return
         try:
             self._catalog.put(session.info)
         except OSError as e:

@@ -290,7 +290,9 @@ class LeaseKeeper:
                 log.warning("could not release the lease of %s: %s", lease.name, result)
 
     async def _run(self) -> None:
-        while True:
+        # `_closed` too, not only cancel(): a cancel that lands as the timeout below fires is
+        # turned into TimeoutError by asyncio.timeout on Python 3.11 and would be lost.
+        while not self._closed:
             self.iterations += 1
             now = time.monotonic()
             for held in list(self._held.values()):

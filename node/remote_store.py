@@ -177,7 +177,10 @@ def _raw(value: bytes | str) -> bytes:
     return value
 
 
-def _check_reply(reply: Any, tenant: str, session_id: str, owner: str, fence: int) -> None:
+FENCE_CHECK_LUA = _FENCE_CHECK  # for other fenced scripts (node/remote.py)
+
+
+def check_reply(reply: Any, tenant: str, session_id: str, owner: str, fence: int) -> None:
     status, holder, top = (_text(v) for v in reply)
     if status == "ok":
         return
@@ -276,7 +279,7 @@ class RemoteSnapshotStore:
                 keys=[keys.snap, keys.prev, keys.lease, keys.fence],
                 args=[blob, self._ttl, owner, fence],
             )
-        _check_reply(reply, tenant, session_id, owner, fence)
+        check_reply(reply, tenant, session_id, owner, fence)
 
     async def delete(
         self,
@@ -300,7 +303,7 @@ class RemoteSnapshotStore:
             reply = await self._delete_fenced(
                 keys=[keys.snap, keys.prev, keys.lease, keys.fence], args=[owner, fence]
             )
-        _check_reply(reply, tenant, session_id, owner, fence)
+        check_reply(reply, tenant, session_id, owner, fence)
 
     async def exists(self, tenant: str, session_id: str) -> bool:
         self._check_open()

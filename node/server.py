@@ -1,4 +1,7 @@
-"""A session node's process: gRPC server, health, reflection, browser pool, graceful stop."""
+"""A session node's process: gRPC server, health, reflection, browser pool, graceful stop.
+
+With Redis configured it also runs RemoteAuth (node/remote.py) and membership
+(node/membership.py); a graceful stop then hands RemoteAuth sessions off and deregisters."""
 
 from __future__ import annotations
 
@@ -14,10 +17,14 @@ from node.auth_store import LocalAuthStore
 from node.browser import BrowserPool
 from node.catalog import LocalCatalog
 from node.host import SessionHost
+from node.lease import new_owner
+from node.membership import Membership
 from node.memory import browser_pss
+from node.remote import RemoteAuth
 from node.service import NodeService
 from node.settings import NodeSettings
 from sessionmesh import telemetry
+from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import node_pb2, node_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,22 @@ class NodeServer:
         self._health = health.aio.HealthServicer()
         self._pool = BrowserPool(executable=settings.chromium_path)
         root = settings.storage_path
+        self.owner = new_owner(settings.node_id)  # node_id:epoch, new on every start
+        self.remote: RemoteAuth | None = None
+        self.membership: Membership | None = None
+        if settings.redis is not None:
+            self.remote = RemoteAuth(settings, self.owner)
+            self.membership = Membership(
+                self.remote.redis,
+                prefix=settings.mesh_prefix,
+                node_id=settings.node_id,
+                epoch=self.owner[len(settings.node_id) + 1 :],
+                address=lambda: self.address,
+                capacity=settings.max_sessions,
+                health=self._health_name,
+                interval=settings.heartbeat_interval,
+                ttl=settings.heartbeat_ttl,
+            )
         self.host = SessionHost(
             settings,
             self._pool,
@@ -53,11 +76,15 @@ class NodeServer:
                 root, backups=settings.backup_count if settings.backup_enabled else 0
             ),
             catalog=LocalCatalog(root),
+            remote=self.remote,
+            membership=self.membership,
+            address=lambda: self.address,
         )
         self.host.observers.append(telemetry.SessionTimings())
         self._unwatch: Callable[[], None] | None = None
         self._serving = False
         self._closed = False
+        self._service: NodeService | None = None
 
     async def __aenter__(self) -> NodeServer:
         await self.start()
@@ -74,14 +101,19 @@ class NodeServer:
         if self._closed:
             raise RuntimeError("node server is closed")
         await self._pool.start()
+        if self.remote is not None:
+            await self.remote.start()
         server = grpc.aio.server(
             interceptors=telemetry.server_interceptors(SERVICE_NAME, count_rejections=False),
             options=SERVER_OPTIONS,
         )
-        node_pb2_grpc.add_SessionNodeServicer_to_server(
-            NodeService(self.host, address=lambda: self.address, serving=lambda: self._serving),
-            server,
+        self._service = NodeService(
+            self.host,
+            address=lambda: self.address,
+            serving=lambda: self._serving,
+            drained=self.set_not_serving,
         )
+        node_pb2_grpc.add_SessionNodeServicer_to_server(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
@@ -103,10 +135,26 @@ class NodeServer:
         self._serving = True
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.membership is not None:
+            await self.membership.start()
         log.info("node %s serving on %s (%d sessions resumed)", self.node_id, self.address, resumed)
 
+    def _health_name(self) -> str:
+        if self._service is None:
+            return "NOT_SERVING"
+        return str(pb.NodeHealth.Name(self._service.health()))
+
+    async def set_not_serving(self) -> None:
+        """Drain done: NodeStatus and gRPC health report NOT_SERVING (the server keeps running)."""
+        self._serving = False
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.membership is not None:
+            await self.membership.beat()
+
     async def aclose(self) -> None:
-        """Graceful stop: refuse new work, NOT_SERVING, final snapshots, stop server, close browser."""
+        """Graceful stop: refuse new work, NOT_SERVING, final snapshots (RemoteAuth sessions are
+        handed off), deregister, stop server, close browser and Redis."""
         if self._closed:
             return
         self._closed = True
@@ -114,9 +162,13 @@ class NodeServer:
         self._serving = False
         await self._health.enter_graceful_shutdown()
         await asyncio.shield(self.host.shutdown())
+        if self.membership is not None:
+            await asyncio.shield(self.membership.aclose(deregister=True))
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace)
         await self._pool.aclose()
+        if self.remote is not None:
+            await self.remote.aclose()
         if self._unwatch is not None:
             self._unwatch()
         log.info("node %s stopped", self.node_id)

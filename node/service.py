@@ -7,9 +7,17 @@ from typing import Any, TypeVar
 
 import grpc
 
-from node.errors import InvalidRequest, NodeFull, NodeUnavailable, PageError, SessionNotFound
+from node.errors import (
+    FailedPrecondition,
+    InvalidRequest,
+    NodeFull,
+    NodeUnavailable,
+    PageError,
+    SessionNotFound,
+)
 from node.host import SessionHost
 from node.memory import browser_pss
+from node.remote_store import StaleFence, StoreError
 from sessionmesh.telemetry import mesh_metrics
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import node_pb2, node_pb2_grpc
@@ -23,6 +31,9 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (NodeUnavailable, grpc.StatusCode.UNAVAILABLE),
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
+    (StaleFence, grpc.StatusCode.FAILED_PRECONDITION),
+    (StoreError, grpc.StatusCode.INTERNAL),
     (PageError, grpc.StatusCode.INTERNAL),
 ]
 
@@ -46,11 +57,17 @@ def _check(tenant: str, session_id: str) -> None:
 
 class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
     def __init__(
-        self, host: SessionHost, *, address: Callable[[], str], serving: Callable[[], bool]
+        self,
+        host: SessionHost,
+        *,
+        address: Callable[[], str],
+        serving: Callable[[], bool],
+        drained: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._host = host
         self._address = address
         self._serving = serving
+        self._drained = drained
 
     @property
     def node_id(self) -> str:
@@ -62,7 +79,11 @@ class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
             labels = check_labels(dict(request.labels))
             try:
                 session = await self._host.start(
-                    request.tenant, request.session_id, request.auth_strategy, labels
+                    request.tenant,
+                    request.session_id,
+                    request.auth_strategy,
+                    labels,
+                    takeover=request.takeover,
                 )
             except NodeFull:
                 mesh_metrics().reject("full")
@@ -118,13 +139,39 @@ class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         async for event in session.log.follow(request.after_seq):
             yield event
 
+    async def HandOffSession(
+        self, request: node_pb2.NodeSessionRequest, context: Any
+    ) -> pb.Session:
+        async def run() -> pb.Session:
+            _check(request.tenant, request.session_id)
+            session = await self._host.hand_off(request.tenant, request.session_id)
+            return session.to_proto(self.node_id)
+
+        return await _mapped(context, run)
+
+    async def Drain(self, request: node_pb2.NodeDrainRequest, context: Any) -> pb.NodeStatus:
+        """DRAINING: no new sessions (gRPC health stays SERVING, so routers can still reach
+        the node to hand its sessions off); with `done`, NOT_SERVING everywhere."""
+        self._host.drain()
+        if request.done and self._drained is not None:
+            await self._drained()
+        return self.status()
+
     async def GetNodeStatus(
         self, request: node_pb2.NodeStatusRequest, context: Any
     ) -> pb.NodeStatus:
+        return self.status()
+
+    def health(self) -> int:
+        if not self._serving():
+            return pb.NOT_SERVING
+        return pb.DRAINING if self._host.draining else pb.SERVING
+
+    def status(self) -> pb.NodeStatus:
         return pb.NodeStatus(
             node_id=self.node_id,
             address=self._address(),
-            health=pb.SERVING if self._serving() else pb.NOT_SERVING,
+            health=self.health(),  # type: ignore[arg-type]
             sessions=self._host.held(),
             capacity=self._host.settings.max_sessions,
             memory_bytes=browser_pss(),

@@ -7,7 +7,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from playwright.async_api import BrowserContext, Page
@@ -16,7 +16,8 @@ from playwright.async_api import Error as PlaywrightError
 from node import whatsapp as wa
 from node.auth_store import SnapshotStore
 from node.browser import BrowserClosed, BrowserPool
-from node.errors import PageError
+from node.crypto import SnapshotError
+from node.errors import NodeError, PageError
 from node.events import EventLog, timestamp
 from node.settings import NodeSettings
 from sessionmesh import telemetry
@@ -54,7 +55,11 @@ class SessionInfo:
 
 
 class HostedSession:
-    """Runs one session's browser context; every change is an event in `log`."""
+    """Runs one session's browser context; every change is an event in `log`.
+
+    With `claim` (RemoteAuth), the runner first awaits `claim(session)`, which takes the
+    session's lease and adopts the previous owner's events, before it allocates any seq; the
+    log is gated so watchers only see events once they are durable."""
 
     def __init__(
         self,
@@ -64,9 +69,16 @@ class HostedSession:
         pool: BrowserPool,
         store: SnapshotStore,
         on_change: Callable[[HostedSession], None],
+        claim: Callable[[HostedSession], Awaitable[None]] | None = None,
     ) -> None:
         self.info = info
-        self.log = EventLog(info.session_id, last_seq=info.last_seq, size=settings.event_log_size)
+        self.log = EventLog(
+            info.session_id,
+            last_seq=info.last_seq,
+            size=settings.event_log_size,
+            gated=claim is not None,
+        )
+        self._claim = claim
         self._settings = settings
         self._pool = pool
         self._store = store
@@ -108,7 +120,7 @@ class HostedSession:
             ready_at=timestamp(i.ready_at) if i.ready_at else None,
             last_error=i.last_error,
             labels=i.labels,
-            last_seq=self.log.last_seq,
+            last_seq=self.log.visible_seq,
         )
 
     async def finished(self) -> None:
@@ -121,7 +133,12 @@ class HostedSession:
         """Start (or restart) the session's runner; the caller keeps the task."""
         assert not self.running
         self.info.resume = True
-        self._set_state(pb.STARTING)
+        if self._claim is None:
+            self._set_state(pb.STARTING)
+        else:  # the STARTING event waits for the lease and the previous owner's events
+            self.log.reopen()
+            self.info.state, self.info.last_error = pb.STARTING, ""
+            self.info.updated_at = time.time()
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"session {self.info.tenant}/{self.info.session_id}"
         )
@@ -135,6 +152,13 @@ class HostedSession:
             self._set_state(pb.STOPPED, reason)
         else:
             self._on_change(self)
+
+    async def close(self, reason: str) -> None:
+        """Close at once, keeping the login and writing nothing (another node owns it now)."""
+        self.info.resume = False
+        await self._halt(save=False)
+        if self.info.state not in TERMINAL:
+            self._set_state(pb.STOPPED, reason)
 
     async def _delete_login(self) -> None:
         """Delete the saved login once no write of it is still under way."""
@@ -158,8 +182,9 @@ class HostedSession:
         if self.info.state != pb.LOGGED_OUT:  # the page may have reported it first
             self._set_state(pb.LOGGED_OUT, "logged out on request")
 
-    async def save_snapshot(self) -> bool:
-        """Write the login to the store; False if there was nothing to save or it failed."""
+    async def save_snapshot(self, *, strict: bool = False) -> bool:
+        """Write the login to the store; False if there was nothing to save or it failed
+        (with `strict`, a failed write raises instead)."""
         context = self._context
         if context is None or self.info.state not in LINKED:
             return False
@@ -176,12 +201,21 @@ class HostedSession:
             except Exception as e:
                 log.warning("%s: snapshot not saved: %s", self.info.session_id, e)
                 telemetry.failed(span, e)
+                if strict:
+                    raise
                 return False
         return True
 
     # -- the runner ----------------------------------------------------------------------
 
     async def _run(self) -> None:
+        if self._claim is not None:
+            try:
+                await self._claim(self)
+            except NodeError as e:
+                self._fail(str(e))
+                return
+            self._set_state(pb.STARTING)
         restarts = 0
         while True:
             outcome = await self._run_once()
@@ -202,7 +236,11 @@ class HostedSession:
             self._set_state(pb.STARTING)
         try:
             self._phases.begin("auth restore")  # ends here, or at READY when restoring
-            snapshot = await self._store.load(self.info.tenant, self.info.session_id)
+            try:
+                snapshot = await self._store.load(self.info.tenant, self.info.session_id)
+            except (NodeError, SnapshotError) as e:
+                self._fail(f"the saved login could not be loaded: {e}")
+                return _Outcome.DONE
             self._restored = snapshot is not None
             if not self._restored:
                 self._phases.end("auth restore", restored=False)

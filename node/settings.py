@@ -7,16 +7,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from node.crypto import ENV_NAME as SNAPSHOT_KEY_ENV
+from node.crypto import SnapshotKeys
 from sessionmesh.config import ConfigError, env_bool, env_float, env_int, env_str
+from sessionmesh.redis_conn import RedisSettings
 from sessionmesh.telemetry import TelemetrySettings
 
 AUTH_STRATEGIES = ("localauth", "remoteauth")
+# Any of these set means "this node uses Redis" (RemoteAuth, directory, membership).
+REDIS_VARS = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_SENTINELS")
 
 
 @dataclass(frozen=True)
 class NodeSettings:
     """A node's settings. `telemetry` comes from MESH_METRICS_PORT (Prometheus endpoint; 0 or
-    unset: none), MESH_METRICS_HOST (default 127.0.0.1) and MESH_OTEL_CONSOLE."""
+    unset: none), MESH_METRICS_HOST (default 127.0.0.1) and MESH_OTEL_CONSOLE.
+
+    `redis` is None unless REDIS_URL, REDIS_HOST/REDIS_PORT, REDIS_SENTINELS or REDIS_CLUSTER is
+    set; then MESH_SNAPSHOT_KEY (`snapshot_keys`) is required, and the node keeps RemoteAuth
+    logins, the session directory, event streams and its membership in Redis."""
 
     node_id: str = field(default_factory=lambda: f"node-{socket.gethostname()}")
     listen: str = "127.0.0.1:50061"
@@ -35,6 +44,24 @@ class NodeSettings:
     chromium_path: str | None = None
     shutdown_grace: float = 10.0
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    redis: RedisSettings | None = None
+    snapshot_keys: SnapshotKeys | None = field(default=None, repr=False, compare=False)
+    mesh_prefix: str = "mesh:"
+    heartbeat_interval: float = 2.0
+    heartbeat_ttl: float = 6.0
+    lease_ttl: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.redis is not None and self.snapshot_keys is None:
+            raise ConfigError(
+                f"{SNAPSHOT_KEY_ENV} is required when Redis is configured (REDIS_URL): "
+                "RemoteAuth snapshots are encrypted with it"
+            )
+        if self.heartbeat_ttl <= self.heartbeat_interval:
+            raise ConfigError(
+                f"MESH_HEARTBEAT_TTL ({self.heartbeat_ttl}) must be longer than "
+                f"MESH_HEARTBEAT_INTERVAL ({self.heartbeat_interval})"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NodeSettings:
@@ -46,6 +73,21 @@ class NodeSettings:
         wa_url = env_str(env, "WA_URL", cls.wa_url)
         if not wa_url.startswith(("http://", "https://")):
             raise ConfigError(f"WA_URL must be an http(s) URL, got {wa_url!r}")
+        redis: RedisSettings | None = None
+        keys: SnapshotKeys | None = None
+        if any(env.get(name) for name in REDIS_VARS) or env_bool(env, "REDIS_CLUSTER", False):
+            redis = RedisSettings.from_env(env)
+            if not env.get(SNAPSHOT_KEY_ENV):
+                raise ConfigError(
+                    f"{SNAPSHOT_KEY_ENV} is required when Redis is configured; give it as "
+                    "kid:base64key (a 32-byte key)"
+                )
+            keys = SnapshotKeys.from_env(env)
+        mesh_prefix = env_str(env, "MESH_REDIS_PREFIX", cls.mesh_prefix)
+        if any(c in mesh_prefix for c in "{}"):
+            raise ConfigError(
+                f"MESH_REDIS_PREFIX may not contain '{{' or '}}', got {mesh_prefix!r}"
+            )
         return cls(
             node_id=env_str(
                 env, "MESH_NODE_ID", f"node-{socket.gethostname()}-{listen.rsplit(':', 1)[1]}"
@@ -68,6 +110,14 @@ class NodeSettings:
             chromium_path=env.get("CHROMIUM_PATH") or None,
             shutdown_grace=env_float(env, "SHUTDOWN_GRACE", cls.shutdown_grace),
             telemetry=TelemetrySettings.from_env(env),
+            redis=redis,
+            snapshot_keys=keys,
+            mesh_prefix=mesh_prefix,
+            heartbeat_interval=env_float(
+                env, "MESH_HEARTBEAT_INTERVAL", cls.heartbeat_interval, minimum=0.05
+            ),
+            heartbeat_ttl=env_float(env, "MESH_HEARTBEAT_TTL", cls.heartbeat_ttl, minimum=1.0),
+            lease_ttl=env_float(env, "MESH_LEASE_TTL", cls.lease_ttl, minimum=1.0),
         )
 
 

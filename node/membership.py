@@ -1,0 +1,186 @@
+"""The node's membership in Redis: its heartbeat key, the node set, and its set of sessions.
+
+Keys (``M`` = MESH_REDIS_PREFIX, default ``mesh:``)::
+
+    M{nodes}              set of node ids, SADD on every beat
+    M{node:ID}            hash address, epoch, capacity, started_at, health, sessions;
+                          EX MESH_HEARTBEAT_TTL, rewritten every MESH_HEARTBEAT_INTERVAL
+    M{node:ID}:sessions   set of ``tenant/session_id`` placed on the node
+
+The node keeps the set it wants in memory and writes it on every beat (SADD what is placed,
+SREM what left), so a Redis restart or outage heals on the next beat; the loop never ends on
+an outage and logs it once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from redis.exceptions import RedisError
+
+from node.remote_store import StoreUnavailable, map_redis_errors
+from sessionmesh.redis_conn import RedisClient
+
+log = logging.getLogger(__name__)
+
+
+def nodes_key(prefix: str) -> str:
+    return f"{prefix}{{nodes}}"
+
+
+def node_key(prefix: str, node_id: str) -> str:
+    return f"{prefix}{{node:{node_id}}}"
+
+
+def node_sessions_key(prefix: str, node_id: str) -> str:
+    return f"{node_key(prefix, node_id)}:sessions"
+
+
+class Membership:
+    """Registers the node and keeps its heartbeat and session set; `aclose()` deregisters."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        prefix: str,
+        node_id: str,
+        epoch: str,
+        address: Callable[[], str],
+        capacity: int,
+        health: Callable[[], str],
+        interval: float,
+        ttl: float,
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self.node_id = node_id
+        self.epoch = epoch
+        self._address = address
+        self._capacity = capacity
+        self._health = health
+        self._interval = interval
+        self._ttl_ms = max(1000, int(ttl * 1000))
+        self._started_at = time.time()
+        self._placed: set[str] = set()
+        self._removed: set[str] = set()
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._outage = False
+        self.beats = 0  # successful heartbeats
+
+    @property
+    def key(self) -> str:
+        return node_key(self._prefix, self.node_id)
+
+    @property
+    def sessions_key(self) -> str:
+        return node_sessions_key(self._prefix, self.node_id)
+
+    def place(self, name: str) -> None:
+        """`tenant/session_id` now lives on this node (written on the next beat, at once)."""
+        self._placed.add(name)
+        self._removed.discard(name)
+        self._kick.set()
+
+    def remove(self, name: str) -> None:
+        self._placed.discard(name)
+        self._removed.add(name)
+        self._kick.set()
+
+    async def remove_from(self, node_id: str, name: str) -> None:
+        """SREM `name` from another node's set (a new owner tidies the previous one's)."""
+        if node_id == self.node_id:
+            self.remove(name)
+            return
+        try:
+            with map_redis_errors("updating a node's session set"):
+                await self._redis.srem(node_sessions_key(self._prefix, node_id), name)
+        except StoreUnavailable as e:
+            log.info("could not remove %s from %s's sessions: %s", name, node_id, e)
+
+    async def start(self) -> None:
+        if self._closed or self._task is not None:
+            raise RuntimeError("membership is started once")
+        await self._beat_logged()
+        self._task = asyncio.create_task(self._run(), name=f"heartbeat {self.node_id}")
+
+    async def aclose(self, *, deregister: bool = True) -> None:
+        """Stop beating; with `deregister`, write the session set once more and DEL the key."""
+        if self._closed:
+            return
+        self._closed = True
+        self._kick.set()
+        if self._task is not None:
+            try:
+                async with asyncio.timeout(max(self._interval, 1.0) * 3):
+                    await asyncio.shield(self._task)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        if deregister:
+            try:
+                async with asyncio.timeout(5):
+                    await self._sync_sessions()
+                    with map_redis_errors("deregistering"):
+                        await self._redis.delete(self.key)
+                log.info("node %s deregistered", self.node_id)
+            except (StoreUnavailable, TimeoutError, RedisError) as e:
+                log.warning(
+                    "node %s not deregistered (its key expires by itself): %s", self.node_id, e
+                )
+
+    async def beat(self) -> None:
+        """One heartbeat: the node's hash with its TTL, the node set, the session set."""
+        mapping: dict[str, str | int | float] = {
+            "address": self._address(),
+            "epoch": self.epoch,
+            "capacity": self._capacity,
+            "started_at": self._started_at,
+            "health": self._health(),
+            "sessions": len(self._placed),
+        }
+        with map_redis_errors("heartbeat"):
+            await self._redis.hset(self.key, mapping=mapping)  # type: ignore[arg-type]
+            await self._redis.pexpire(self.key, self._ttl_ms)
+            await self._redis.sadd(nodes_key(self._prefix), self.node_id)
+        await self._sync_sessions()
+        self.beats += 1
+
+    async def _sync_sessions(self) -> None:
+        placed, removed = sorted(self._placed), sorted(self._removed)
+        with map_redis_errors("updating the node's session set"):
+            if placed:
+                await self._redis.sadd(self.sessions_key, *placed)
+            if removed:
+                await self._redis.srem(self.sessions_key, *removed)
+        self._removed.difference_update(removed)
+
+    async def _beat_logged(self) -> None:
+        try:
+            async with asyncio.timeout(max(self._interval, 1.0) * 2):
+                await self.beat()
+        except (StoreUnavailable, TimeoutError, RedisError) as e:
+            if not self._outage:
+                log.warning("heartbeat of %s failed; retrying: %s", self.node_id, e)
+            self._outage = True
+            return
+        if self._outage:
+            log.info("heartbeat of %s back", self.node_id)
+        self._outage = False
+
+    async def _run(self) -> None:
+        # Ends on `_closed`: on Python 3.11 a cancel that lands as a timeout fires can be lost.
+        while not self._closed:
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self._interval)
+            if self._closed:
+                return
+            await self._beat_logged()

@@ -6,7 +6,7 @@ STAMP    := $(VENV)/.installed
 CHROMIUM := $(VENV)/.chromium
 PROTOS   := $(wildcard protos/sessionmesh/v1/*.proto)
 
-.PHONY: setup run cluster console test test-fast proto proto-check lint bench clean
+.PHONY: setup run cluster console test soak proto proto-check lint bench clean
 
 setup: $(STAMP) $(CHROMIUM)
 
@@ -23,6 +23,10 @@ $(CHROMIUM): $(STAMP)
 run: setup
 	$(BIN)/python -m sessionmesh.devrun
 
+# Redis, sandbox, three nodes and two routers with RemoteAuth (REDIS_URL: use that Redis).
+cluster: setup
+	$(BIN)/python -m sessionmesh.cluster
+
 # The ops console against a running mesh (MESH_ROUTER, MESH_TOKEN; `make run` writes .run/env).
 console: setup
 	@test -n "$$MESH_TOKEN" || test -f .run/env || { echo "set MESH_TOKEN (or start make run first)"; exit 2; }
@@ -33,6 +37,11 @@ console: setup
 test: setup
 	deploy/install-redis.sh
 	$(BIN)/pytest -q
+
+# The long chaos and soak runs (MESH_CHAOS_ROUNDS, default 8).
+soak: setup
+	deploy/install-redis.sh
+	$(BIN)/pytest -q -m slow
 
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
@@ -47,7 +56,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: setup
+	deploy/install-redis.sh
 	$(BIN)/python bench/qr_latency.py
+	$(BIN)/python bench/remoteauth.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -17,12 +17,24 @@ Key = tuple[str, str]
 class Affinity:
     def __init__(self) -> None:
         self._where: dict[Key, str] = {}
+        self._strategy: dict[Key, int] = {}  # auth strategy, where known (dead-node reports)
 
     def get(self, tenant: str, session_id: str) -> str | None:
         return self._where.get((tenant, session_id))
 
     def set(self, tenant: str, session_id: str, node_id: str) -> None:
         self._where[(tenant, session_id)] = node_id
+
+    def note_strategy(self, tenant: str, session_id: str, strategy: int) -> None:
+        if strategy:
+            self._strategy[(tenant, session_id)] = strategy
+
+    def strategy(self, tenant: str, session_id: str) -> int:
+        """The session's auth strategy as last seen (0 when never seen)."""
+        return self._strategy.get((tenant, session_id), 0)
+
+    def on_node(self, node_id: str) -> list[Key]:
+        return [key for key, node in self._where.items() if node == node_id]
 
     def forget(self, tenant: str, session_id: str, node_id: str) -> None:
         """Drop the entry if it still points at `node_id`."""

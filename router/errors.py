@@ -2,14 +2,17 @@
 
     RouterError
     ├── Unauthenticated         UNAUTHENTICATED    no or bad bearer token
+    ├── PermissionDenied        PERMISSION_DENIED  an admin call from a tenant not in MESH_ADMIN_TENANTS
     ├── InvalidRequest          INVALID_ARGUMENT   bad input (also validation.InvalidArgument)
     ├── SessionNotFound         NOT_FOUND          unknown id, or another tenant's id
+    ├── NodeNotFound            NOT_FOUND          an admin call named no known node
     ├── PreconditionFailed      FAILED_PRECONDITION  a node refused the call in this state
     ├── ClusterFull             RESOURCE_EXHAUSTED every node is full
     │   └── NodeFull            RESOURCE_EXHAUSTED one node is full (placement tries the next)
     └── NodeUnavailable         UNAVAILABLE        no node healthy, or a node call went wrong
         ├── NodeUnreachable     UNAVAILABLE        refused or not reached: the call was not acted on
-        └── NodeFailed          UNAVAILABLE        timed out or answered an unexpected error
+        ├── NodeFailed          UNAVAILABLE        timed out or answered an unexpected error
+        └── RedisUnavailable    UNAVAILABLE        Redis is unreachable (directory, membership)
 
 Node gRPC errors become these in `router.nodes.map_node_errors`; these become a status in
 `status_for` below, called by the interceptor that wraps every public method.
@@ -34,11 +37,19 @@ class Unauthenticated(RouterError):
     pass
 
 
+class PermissionDenied(RouterError):
+    pass
+
+
 class InvalidRequest(RouterError):
     """A node refused the input; the router's own checks raise validation.InvalidArgument."""
 
 
 class SessionNotFound(RouterError):
+    pass
+
+
+class NodeNotFound(RouterError):
     pass
 
 
@@ -66,11 +77,17 @@ class NodeFailed(NodeUnavailable):
     """The call's outcome on the node is unknown."""
 
 
+class RedisUnavailable(NodeUnavailable):
+    """Redis did not answer; the message says "Redis is unreachable"."""
+
+
 _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (SessionNotFound, grpc.StatusCode.NOT_FOUND),
+    (NodeNotFound, grpc.StatusCode.NOT_FOUND),
     (PreconditionFailed, grpc.StatusCode.FAILED_PRECONDITION),
     (ClusterFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NodeUnavailable, grpc.StatusCode.UNAVAILABLE),

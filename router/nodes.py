@@ -7,13 +7,15 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from router.affinity import Affinity
+from router.directory import Directory
 from router.errors import (
     InvalidRequest,
     NodeFailed,
@@ -21,9 +23,11 @@ from router.errors import (
     NodeUnavailable,
     NodeUnreachable,
     PreconditionFailed,
+    RedisUnavailable,
     SessionNotFound,
 )
-from router.placement import NodeLoad
+from router.membership import Liveness, NodeLiveness
+from router.placement import NodeLoad, Placement
 from router.settings import RouterSettings
 from sessionmesh.telemetry import client_interceptors
 from sessionmesh.v1 import common_pb2, node_pb2, node_pb2_grpc
@@ -31,6 +35,14 @@ from sessionmesh.v1 import common_pb2, node_pb2, node_pb2_grpc
 log = logging.getLogger(__name__)
 
 Health = common_pb2.NodeHealth
+LIVE_STATES = frozenset(
+    {
+        common_pb2.STARTING,
+        common_pb2.SCAN_QR_CODE,
+        common_pb2.AUTHENTICATED,
+        common_pb2.READY,
+    }
+)
 
 # Codes a node answers when the call never took effect there (connection refused, draining).
 _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE}
@@ -77,36 +89,52 @@ def channel_options(settings: RouterSettings) -> list[tuple[str, int]]:
 
 
 class NodeClient:
-    """One configured node: its channel, stub, and the status from the last poll."""
+    """One node: its channel, stub, the status from the last poll, and its health stream."""
 
-    def __init__(self, address: str, settings: RouterSettings) -> None:
+    def __init__(
+        self, address: str, settings: RouterSettings, *, static: bool = True, node_id: str = ""
+    ) -> None:
         self.address = address
-        self.node_id = ""  # learned from GetNodeStatus
+        self.static = static  # from MESH_NODES (kept); otherwise learned from Redis
+        self.node_id = node_id  # learned from GetNodeStatus (or the member set)
         self.health: int = Health.NODE_HEALTH_UNSPECIFIED
         self.sessions = 0
         self.capacity = 0
         self.memory_bytes = 0
+        # Set by the pool from the node's liveness: only admitted nodes get new sessions.
+        self.liveness: Liveness | None = None
+        self.stream_ok = False  # the grpc.health.v1 Watch stream is open and has answered
+        self.stream_settled = asyncio.Event()  # the stream answered or failed at least once
         self._timeout = settings.node_timeout
+        self._takeover_timeout = settings.takeover_timeout
         self._channel = grpc.aio.insecure_channel(
             address, options=channel_options(settings), interceptors=client_interceptors()
         )
         self.stub = node_pb2_grpc.SessionNodeStub(self._channel)
+        self._health_stub = health_pb2_grpc.HealthStub(self._channel)
 
     @property
     def label(self) -> str:
         return f"{self.node_id} ({self.address})" if self.node_id else self.address
 
     @property
+    def admitted(self) -> bool:
+        """Takes new sessions: polled SERVING and, when it is a member, HEALTHY by liveness."""
+        return self.health == Health.SERVING and self.liveness in (None, Liveness.HEALTHY)
+
+    @property
+    def dead(self) -> bool:
+        return self.liveness is Liveness.DEAD
+
+    @property
     def load(self) -> NodeLoad:
-        return NodeLoad(
-            healthy=self.health == Health.SERVING, sessions=self.sessions, capacity=self.capacity
-        )
+        return NodeLoad(healthy=self.admitted, sessions=self.sessions, capacity=self.capacity)
 
     def status(self) -> common_pb2.NodeStatus:
         return common_pb2.NodeStatus(
             node_id=self.node_id,
             address=self.address,
-            health=self.health,  # type: ignore[arg-type]
+            health=Health.UNREACHABLE if self.dead else self.health,  # type: ignore[arg-type]
             sessions=self.sessions,
             capacity=self.capacity,
             memory_bytes=self.memory_bytes,
@@ -179,18 +207,72 @@ class NodeClient:
             return True
         return False
 
+    async def watch_health(self, backoff: Backoff, on_change: Callable[[], None]) -> None:
+        """Follow grpc.health.v1 Watch for ever: `stream_ok` while it answers; re-open on break.
+
+        Any answer counts (a draining node answers NOT_SERVING and is alive); a broken or
+        refused stream is what liveness counts as a failed health check.
+        """
+        attempt = 0
+        while True:
+            call = self._health_stub.Watch(health_pb2.HealthCheckRequest(service=""))
+            try:
+                async for _reply in call:
+                    attempt = 0
+                    if not self.stream_ok:
+                        self.stream_ok = True
+                        self.stream_settled.set()
+                        on_change()
+                why = "the stream ended"
+            except grpc.aio.AioRpcError as e:
+                why = f"{code_name(e.code())}: {e.details()}"
+            finally:
+                call.cancel()
+            if self.stream_ok:
+                log.warning("node %s: health stream lost (%s)", self.label, why)
+            self.stream_ok = False
+            self.stream_settled.set()
+            on_change()
+            attempt += 1
+            await asyncio.sleep(backoff.delay(attempt))
+
     async def start_session(
-        self, tenant: str, session_id: str, auth_strategy: int, labels: dict[str, str]
+        self,
+        tenant: str,
+        session_id: str,
+        auth_strategy: int,
+        labels: dict[str, str],
+        *,
+        takeover: bool = False,
     ) -> common_pb2.Session:
+        """StartSession; with `takeover` (failover, move) the node waits out the old lease."""
         request = node_pb2.StartSessionRequest(
             tenant=tenant,
             session_id=session_id,
             auth_strategy=auth_strategy,  # type: ignore[arg-type]
             labels=labels,
+            takeover=takeover,
         )
+        timeout = self._takeover_timeout if takeover else self._timeout
         with self.errors():
-            session: common_pb2.Session = await self.stub.StartSession(
-                request, timeout=self._timeout
+            session: common_pb2.Session = await self.stub.StartSession(request, timeout=timeout)
+        return session
+
+    async def drain(self, done: bool) -> common_pb2.NodeStatus:
+        """Drain(done=False): stop admitting (DRAINING); Drain(done=True): NOT_SERVING."""
+        with self.errors():
+            status: common_pb2.NodeStatus = await self.stub.Drain(
+                node_pb2.NodeDrainRequest(done=done), timeout=self._timeout
+            )
+        self.health = status.health or self.health
+        return status
+
+    async def hand_off(self, tenant: str, session_id: str) -> common_pb2.Session:
+        """Final snapshot, lease released, closed: the session is to start elsewhere."""
+        request = node_pb2.NodeSessionRequest(tenant=tenant, session_id=session_id)
+        with self.errors():
+            session: common_pb2.Session = await self.stub.HandOffSession(
+                request, timeout=self._takeover_timeout
             )
         return session
 
@@ -230,13 +312,34 @@ def code_name(code: grpc.StatusCode | None) -> str:
     return code.name if code is not None else "UNKNOWN"
 
 
-class NodePool:
-    """All configured nodes: polls their status and keeps the affinity table in step."""
+DeathHandler = Callable[[str, str], Awaitable[None]]
 
-    def __init__(self, settings: RouterSettings, affinity: Affinity) -> None:
+
+class NodePool:
+    """The nodes: MESH_NODES plus, with Redis, the live members; polls their status, follows
+    their health streams, keeps liveness (router.membership) and the affinity cache in step,
+    and calls `on_death(node_id, epoch)` once per declared death."""
+
+    def __init__(
+        self,
+        settings: RouterSettings,
+        affinity: Affinity,
+        directory: Directory | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.affinity = affinity
+        self.directory = directory
         self.clients: Sequence[NodeClient] = ()
+        self.on_death: DeathHandler | None = None
+        self.redis_reachable = directory is not None
+        self._clock = clock
+        self._liveness: dict[str, NodeLiveness] = {}
+        self._watchers: dict[NodeClient, asyncio.Task[None]] = {}
+        self._deaths: set[asyncio.Task[None]] = set()
+        self._backoff = Backoff(initial=0.2, maximum=2.0)
+        self._placement: Placement | None = None
         self._task: asyncio.Task[None] | None = None
         self._state = "new"
 
@@ -248,13 +351,18 @@ class NodePool:
         await self.aclose()
 
     async def start(self) -> None:
-        """Open channels, poll every node once and rebuild the affinity table from them."""
+        """Open channels, read the members, poll every node once, rebuild the affinity cache."""
         if self._state != "new":
             raise RuntimeError(f"node pool cannot start: it is {self._state}")
         self._state = "open"
-        self.clients = tuple(NodeClient(a, self.settings) for a in self.settings.nodes)
+        for address in self.settings.nodes:
+            self._add(NodeClient(address, self.settings))
+        if self.directory is not None:
+            await self.sync_members()
+        await self._settle(self.clients)
         await asyncio.gather(*(self._poll_and_refresh(c) for c in self.clients))
-        up = sum(1 for c in self.clients if c.health == Health.SERVING)
+        self.tick()
+        up = sum(1 for c in self.clients if c.admitted)
         log.info(
             "%d of %d nodes serving; %d sessions known", up, len(self.clients), len(self.affinity)
         )
@@ -264,11 +372,139 @@ class NodePool:
         if self._state == "closed":
             return
         self._state = "closed"
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        tasks = [t for t in (self._task, *self._watchers.values(), *self._deaths) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(c.aclose() for c in self.clients), return_exceptions=True)
+
+    # -- the node set --------------------------------------------------------------------
+
+    def _add(self, client: NodeClient) -> None:
+        self.clients = (*self.clients, client)
+        self._placement = None
+        self._watchers[client] = asyncio.create_task(
+            client.watch_health(self._backoff, self.tick), name=f"health-{client.address}"
+        )
+
+    async def _remove(self, client: NodeClient) -> None:
+        self.clients = tuple(c for c in self.clients if c is not client)
+        self._placement = None
+        task = self._watchers.pop(client, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+
+    async def _settle(self, clients: Sequence[NodeClient], within: float = 2.0) -> None:
+        """Give new health streams a moment to answer, so a start does not begin empty."""
+        waits = [asyncio.wait_for(c.stream_settled.wait(), within) for c in clients]
+        await asyncio.gather(*waits, return_exceptions=True)
+
+    def placement(self) -> Placement:
+        """The ring over the current nodes (rebuilt when they change)."""
+        if not self.clients:
+            raise NodeUnavailable("no node is known yet (none in MESH_NODES or alive in Redis)")
+        if self._placement is None:
+            self._placement = Placement(
+                [c.address for c in self.clients], self.settings.load_factor
+            )
+        return self._placement
+
+    async def sync_members(self) -> None:
+        """Read `{mesh}{nodes}` and the heartbeats; add new members; feed liveness.
+
+        If Redis cannot be read, the last known members stay and no heartbeat counts as lost.
+        """
+        assert self.directory is not None
+        now = self._clock()
+        try:
+            members = await self.directory.members()
+        except RedisUnavailable as e:
+            if self.redis_reachable:
+                log.warning("membership: %s; keeping the last known members", e)
+            self.redis_reachable = False
+            for liveness in self._liveness.values():
+                liveness.heartbeat(None, now)
+            return
+        if not self.redis_reachable:
+            log.info("membership: Redis is reachable again")
+        self.redis_reachable = True
+        added: list[NodeClient] = []
+        for node_id, beat in members.items():
+            known = self._liveness.setdefault(
+                node_id, NodeLiveness(node_id, self.settings.dead_after)
+            )
+            known.heartbeat(beat is not None, now, beat.epoch if beat else "")
+            if beat is not None:
+                client = await self._member_client(node_id, beat.address)
+                if client is not None:
+                    added.append(client)
+        for node_id, liveness in self._liveness.items():
+            if node_id not in members:  # removed from the set: as good as no heartbeat
+                liveness.heartbeat(False, now)
+        if added:
+            await self._settle(added)
+            await asyncio.gather(*(self._poll_and_refresh(c) for c in added))
+
+    async def _member_client(self, node_id: str, address: str) -> NodeClient | None:
+        """The client for a member at `address`; a new one is returned, a known one is not."""
+        known = next((c for c in self.clients if c.address == address), None)
+        if known is not None:
+            if not known.node_id:
+                known.node_id = node_id
+            return None
+        for old in [c for c in self.clients if c.node_id == node_id and not c.static]:
+            log.info("node %s moved from %s to %s", node_id, old.address, address)
+            await self._remove(old)
+        client = NodeClient(address, self.settings, static=False, node_id=node_id)
+        log.info("node %s joined at %s", node_id, address)
+        self._add(client)
+        return client
+
+    def liveness(self, node_id: str) -> Liveness | None:
+        found = self._liveness.get(node_id)
+        return found.state if found is not None else None
+
+    def is_dead(self, node_id: str) -> bool:
+        return self.liveness(node_id) is Liveness.DEAD
+
+    def dead_nodes(self) -> list[str]:
+        return sorted(i for i, lv in self._liveness.items() if lv.state is Liveness.DEAD)
+
+    def tick(self) -> None:
+        """Re-evaluate every node's liveness; start a failover for each new death."""
+        now = self._clock()
+        for node_id, liveness in self._liveness.items():
+            client = self.by_id(node_id)
+            liveness.health(client is not None and client.stream_ok, now)
+            before = liveness.state
+            died = liveness.declared_dead(now)
+            if client is not None:
+                client.liveness = liveness.state
+            if liveness.state is not before:
+                log.info("node %s: %s -> %s", node_id, before.value, liveness.state.value)
+            if died:
+                log.warning("node %s (epoch %s) is declared dead", node_id, liveness.epoch)
+                self._spawn_death(node_id, liveness.epoch)
+
+    def _spawn_death(self, node_id: str, epoch: str) -> None:
+        if self.on_death is None or self._state != "open":
+            return
+        task = asyncio.create_task(self._run_death(node_id, epoch), name=f"failover-{node_id}")
+        self._deaths.add(task)
+        task.add_done_callback(self._deaths.discard)
+
+    async def _run_death(self, node_id: str, epoch: str) -> None:
+        assert self.on_death is not None
+        try:
+            await self.on_death(node_id, epoch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("failover of node %s failed", node_id)
+
+    # -- lookups -------------------------------------------------------------------------
 
     def by_id(self, node_id: str) -> NodeClient | None:
         for client in self.clients:
@@ -282,8 +518,12 @@ class NodePool:
                 return client
         raise KeyError(address)
 
-    def loads(self) -> dict[str, NodeLoad]:
-        return {c.address: c.load for c in self.clients}
+    def loads(self, exclude: frozenset[str] = frozenset()) -> dict[str, NodeLoad]:
+        """Placement input; nodes whose id is in `exclude` count as unhealthy."""
+        return {
+            c.address: NodeLoad(False, c.sessions, c.capacity) if c.node_id in exclude else c.load
+            for c in self.clients
+        }
 
     def owner(self, tenant: str, session_id: str) -> NodeClient:
         """The node holding a session; SessionNotFound for unknown (or another tenant's) ids."""
@@ -301,16 +541,23 @@ class NodePool:
         await asyncio.gather(*(self._poll_and_refresh(c) for c in self.clients))
 
     async def refresh(self, client: NodeClient) -> None:
-        """Merge what `client` holds into the affinity table."""
+        """Merge what `client` holds into the affinity cache (with Redis: live sessions only,
+        since a session handed off elsewhere stays listed, STOPPED, on its old node)."""
         try:
             held = await client.list_sessions()
         except (NodeUnavailable, InvalidRequest, PreconditionFailed, SessionNotFound) as e:
             log.warning("could not list sessions on node %s: %s", client.label, e)
             return
         node_id = client.node_id
-        added = self.affinity.merge(
-            node_id, ((s.tenant, s.session.session_id) for s in held if node_id)
-        )
+        if not node_id:
+            return
+        live_only = self.directory is not None
+        keys = []
+        for s in held:
+            self.affinity.note_strategy(s.tenant, s.session.session_id, s.session.auth_strategy)
+            if not live_only or s.session.state in LIVE_STATES:
+                keys.append((s.tenant, s.session.session_id))
+        added = self.affinity.merge(node_id, keys)
         if added:
             log.info("learned %d sessions from node %s", added, client.label)
 
@@ -319,11 +566,18 @@ class NodePool:
             await self.refresh(client)
 
     async def _run(self) -> None:
-        last_refresh = time.monotonic()
+        last_refresh = last_members = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.node_poll_interval)
             try:
+                if (
+                    self.directory is not None
+                    and time.monotonic() - last_members >= self.settings.member_poll_interval
+                ):
+                    last_members = time.monotonic()
+                    await self.sync_members()
                 await self.poll_all()
+                self.tick()
                 if time.monotonic() - last_refresh >= self.settings.affinity_refresh_interval:
                     last_refresh = time.monotonic()
                     await asyncio.gather(

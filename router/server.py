@@ -12,12 +12,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from router.affinity import Affinity
+from router.directory import Directory
+from router.failover import Mover
 from router.interceptors import Guard
 from router.nodes import NodePool
-from router.placement import Placement
 from router.service import SessionMeshService
 from router.settings import RouterSettings
 from sessionmesh import telemetry
+from sessionmesh.redis_conn import create_redis
 from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -46,10 +48,19 @@ class RouterServer:
     def __init__(self, settings: RouterSettings) -> None:
         self.settings = settings
         self.affinity = Affinity()
-        self.pool = NodePool(settings, self.affinity)
-        self.service = SessionMeshService(
-            self.pool, Placement(settings.nodes, settings.load_factor)
-        )
+        self.directory: Directory | None = None
+        if settings.redis is not None:
+            self.directory = Directory(
+                create_redis(settings.redis),
+                session_prefix=settings.redis.session_prefix,
+                mesh_prefix=settings.mesh_prefix,
+                timeout=max(2.0, 2 * settings.redis.socket_timeout),
+            )
+        self.pool = NodePool(settings, self.affinity, self.directory)
+        self.mover = Mover(self.pool, self.directory, settings.failover_parallelism)
+        if self.directory is not None:
+            self.pool.on_death = self.mover.failover_quietly
+        self.service = SessionMeshService(self.pool, self.mover, settings.admin_tenants)
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._port = 0
@@ -74,7 +85,11 @@ class RouterServer:
         if self._state != "new":
             raise RuntimeError(f"the router cannot start: it is {self._state}")
         self._state = "starting"
-        await self.pool.start()
+        try:
+            await self.pool.start()
+        except BaseException:
+            await self._close_redis()
+            raise
         # Outermost first: trace context and RPC metrics see what the Guard refuses.
         interceptors = [
             *telemetry.server_interceptors(SERVICE_NAME, count_rejections=True),
@@ -89,6 +104,7 @@ class RouterServer:
         self._port = server.add_insecure_port(self.settings.listen)
         if not self._port:
             await self.pool.aclose()
+            await self._close_redis()
             raise OSError(f"cannot listen on {self.settings.listen} (MESH_ROUTER_LISTEN)")
         self._server = server
         await server.start()
@@ -96,7 +112,12 @@ class RouterServer:
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._state = "serving"
-        log.info("router listening on %s for %d nodes", self.address, len(self.settings.nodes))
+        log.info(
+            "router listening on %s for %d nodes%s",
+            self.address,
+            len(self.pool.clients),
+            " (members from Redis)" if self.directory is not None else "",
+        )
 
     async def wait_closed(self) -> None:
         if self._server is not None:
@@ -113,10 +134,15 @@ class RouterServer:
             # Open WatchSession streams never finish on their own; stop() cancels them at grace.
             await asyncio.shield(self._server.stop(self.settings.grace))
         await self.pool.aclose()
+        await self._close_redis()
         if self._unwatch is not None:
             self._unwatch()
         self._state = "closed"
         log.info("router stopped")
+
+    async def _close_redis(self) -> None:
+        if self.directory is not None:
+            await self.directory.aclose()
 
     def __repr__(self) -> str:
         return f"RouterServer(listen={self.settings.listen!r}, state={self._state!r})"

@@ -14,10 +14,25 @@ import grpc
 import grpc.aio
 
 from router.affinity import Key
-from router.errors import ClusterFull, NodeFull, NodeUnavailable, NodeUnreachable, SessionNotFound
+from router.directory import DirEntry
+from router.errors import (
+    ClusterFull,
+    NodeFull,
+    NodeUnavailable,
+    NodeUnreachable,
+    PermissionDenied,
+    RedisUnavailable,
+    SessionNotFound,
+)
+from router.failover import (
+    DEFAULT_DRAIN_PARALLELISM,
+    MAX_DRAIN_PARALLELISM,
+    Mover,
+    local_reason,
+)
 from router.interceptors import current_tenant
-from router.nodes import TRANSPORT_CODES, Backoff, NodeClient, NodePool
-from router.placement import Placement, placement_key
+from router.nodes import LIVE_STATES, TRANSPORT_CODES, Backoff, NodeClient, NodePool
+from router.placement import placement_key
 from sessionmesh.v1 import common_pb2, mesh_pb2, mesh_pb2_grpc
 from sessionmesh.validation import InvalidArgument, check_labels, check_session_id
 
@@ -90,10 +105,16 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
     """Servicer; the `Guard` interceptor authenticates and maps errors to status codes."""
 
     def __init__(
-        self, pool: NodePool, placement: Placement, backoff: Backoff | None = None
+        self,
+        pool: NodePool,
+        mover: Mover,
+        admin_tenants: frozenset[str] = frozenset(),
+        backoff: Backoff | None = None,
     ) -> None:
         self._pool = pool
-        self._placement = placement
+        self._directory = pool.directory
+        self._mover = mover
+        self._admins = admin_tenants
         self._backoff = backoff or Backoff()
         self._creating = KeyedLocks()
         self.admitting = True
@@ -110,28 +131,56 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
         session_id = check_session_id(request.session_id)
         labels = check_labels(dict(request.labels))
         strategy = check_auth_strategy(request.auth_strategy)
+        if strategy == common_pb2.REMOTE and self._directory is not None:
+            if not await self._directory.ping():
+                raise RedisUnavailable(
+                    "Redis is unreachable: RemoteAuth sessions cannot start until it is back"
+                )
         async with self._creating.hold((tenant, session_id)):
-            if self._pool.affinity.get(tenant, session_id) is not None:
-                owner = self._pool.owner(tenant, session_id)
-                return await owner.start_session(tenant, session_id, strategy, labels)
-            return await self._place(tenant, session_id, strategy, labels)
+            try:
+                node_id, entry = await self._locate(tenant, session_id)
+            except SessionNotFound:
+                return await self._place(tenant, session_id, strategy, labels)
+            if self._pool.is_dead(node_id):
+                # Its node is gone: start it anew elsewhere (from Redis when it is RemoteAuth).
+                remote = entry is not None and entry.remote
+                return await self._place(
+                    tenant,
+                    session_id,
+                    strategy,
+                    labels,
+                    takeover=remote,
+                    exclude=frozenset({node_id}),
+                )
+            owner = self._client(node_id, session_id)
+            return await owner.start_session(tenant, session_id, strategy, labels)
 
     async def _place(
-        self, tenant: str, session_id: str, strategy: int, labels: dict[str, str]
+        self,
+        tenant: str,
+        session_id: str,
+        strategy: int,
+        labels: dict[str, str],
+        *,
+        takeover: bool = False,
+        exclude: frozenset[str] = frozenset(),
     ) -> common_pb2.Session:
-        loads = self._pool.loads()
-        candidates = self._placement.candidates(placement_key(tenant, session_id), loads)
+        loads = self._pool.loads(exclude)
+        candidates = self._pool.placement().candidates(placement_key(tenant, session_id), loads)
         refusals: list[Exception] = []
         for address in candidates:
             client = self._pool.by_address(address)
             try:
-                session = await client.start_session(tenant, session_id, strategy, labels)
+                session = await client.start_session(
+                    tenant, session_id, strategy, labels, takeover=takeover
+                )
             except (NodeFull, NodeUnreachable) as e:
                 log.info("node %s refused %s/%s: %s", client.label, tenant, session_id, e)
                 refusals.append(e)
                 continue
             client.node_id = client.node_id or session.node_id
             self._pool.affinity.set(tenant, session_id, client.node_id)
+            self._pool.affinity.note_strategy(tenant, session_id, session.auth_strategy)
             client.note_placed()
             return session
         if all(isinstance(e, NodeFull) for e in refusals):
@@ -139,6 +188,64 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
                 f"all {len(candidates)} nodes are full ({self._full_summary()})"
             ) from refusals[-1]
         raise refusals[-1]
+
+    async def _locate(
+        self, tenant: str, session_id: str, *, refresh: bool = False
+    ) -> tuple[str, DirEntry | None]:
+        """Where a session lives: the cache, else (or with `refresh`, or when the cached node
+        is dead) the directory in Redis. SessionNotFound when neither knows it."""
+        cached = self._pool.affinity.get(tenant, session_id)
+        entry: DirEntry | None = None
+        if self._directory is not None and (
+            cached is None or refresh or self._pool.is_dead(cached)
+        ):
+            try:
+                entry = await self._directory.get(tenant, session_id)
+            except RedisUnavailable as e:
+                log.info("locating %s/%s: %s; using the cache", tenant, session_id, e)
+            if entry is not None:
+                self._pool.affinity.set(tenant, session_id, entry.node_id)
+                self._pool.affinity.note_strategy(tenant, session_id, entry.auth_strategy)
+                return entry.node_id, entry
+        if cached is None and self._directory is not None:
+            # LocalAuth sessions may have no directory entry; a dead node's set still lists them.
+            for dead in self._pool.dead_nodes():
+                with contextlib.suppress(RedisUnavailable):
+                    if await self._directory.listed_on(dead, tenant, session_id):
+                        return dead, None
+        if cached is None:
+            raise SessionNotFound(f"session {session_id!r} not found")
+        return cached, entry
+
+    def _client(self, node_id: str, session_id: str) -> NodeClient:
+        client = self._pool.by_id(node_id)
+        if client is None:
+            raise NodeUnavailable(
+                f"session {session_id!r} is on node {node_id}, which the router cannot reach"
+            )
+        return client
+
+    def _on_dead_node(
+        self, tenant: str, session_id: str, node_id: str, entry: DirEntry | None
+    ) -> common_pb2.Session:
+        """The session as reported while its node is dead: LocalAuth FAILED (the login was
+        on that node's disk); RemoteAuth as the directory has it, being moved."""
+        strategy = entry.auth_strategy if entry is not None else 0
+        strategy = strategy or self._pool.affinity.strategy(tenant, session_id) or common_pb2.LOCAL
+        base = entry or DirEntry(node_id)
+        if strategy == common_pb2.REMOTE:
+            return base.to_session(
+                session_id,
+                auth_strategy=strategy,
+                last_error=f"node {node_id} is down; the session is being moved to another node",
+            )
+        return base.to_session(
+            session_id,
+            node_id=node_id,
+            auth_strategy=strategy,
+            state=common_pb2.FAILED,
+            last_error=local_reason(node_id),
+        )
 
     def _full_summary(self) -> str:
         reached = [c for c in self._pool.clients if c.capacity]
@@ -149,12 +256,30 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
     async def _on_owner(self, method: str, request_id: str) -> common_pb2.Session:
         tenant = current_tenant()
         session_id = check_session_id(request_id)
-        owner = self._pool.owner(tenant, session_id)
-        try:
-            return await owner.session_call(method, tenant, session_id)
-        except SessionNotFound:
-            self._pool.affinity.forget(tenant, session_id, owner.node_id)
-            raise
+        node_id, entry = await self._locate(tenant, session_id)
+        for retry in (False, True):
+            if self._pool.is_dead(node_id):
+                session = self._on_dead_node(tenant, session_id, node_id, entry)
+                if method == "GetSession":
+                    return session
+                raise NodeUnavailable(f"session {session_id!r}: {session.last_error}")
+            try:
+                return await self._client(node_id, session_id).session_call(
+                    method, tenant, session_id
+                )
+            except (SessionNotFound, NodeUnavailable) as e:
+                # The cache may be stale (failover, drain): ask the directory once.
+                moved_to = ""
+                if self._directory is not None and not retry:
+                    with contextlib.suppress(SessionNotFound):
+                        moved_to, entry = await self._locate(tenant, session_id, refresh=True)
+                if moved_to and moved_to != node_id:
+                    node_id = moved_to
+                    continue
+                if isinstance(e, SessionNotFound):
+                    self._pool.affinity.forget(tenant, session_id, node_id)
+                raise
+        raise AssertionError("unreachable")
 
     async def GetSession(
         self, request: mesh_pb2.GetSessionRequest, context: Context
@@ -203,40 +328,81 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
                 if held.tenant != tenant:
                     continue
                 sid = held.session.session_id
-                if sid not in found or known.get(sid) == client.node_id:
+                if (
+                    sid not in found
+                    or known.get(sid) == client.node_id
+                    or (found[sid].state not in LIVE_STATES and held.session.state in LIVE_STATES)
+                ):
                     found[sid] = held.session
         for sid, node_id in known.items():
             if sid not in found and node_id not in answered:
-                found[sid] = common_pb2.Session(
-                    session_id=sid,
-                    node_id=node_id,
-                    last_error=f"node {node_id} is unreachable; state unknown",
-                )
+                if self._pool.is_dead(node_id):
+                    found[sid] = self._on_dead_node(tenant, sid, node_id, None)
+                else:
+                    found[sid] = common_pb2.Session(
+                        session_id=sid,
+                        node_id=node_id,
+                        last_error=f"node {node_id} is unreachable; state unknown",
+                    )
+        if self._directory is not None:
+            await self._add_dead_nodes_sessions(tenant, found)
         return found
+
+    async def _add_dead_nodes_sessions(
+        self, tenant: str, found: dict[str, common_pb2.Session]
+    ) -> None:
+        """Sessions listed on dead nodes in Redis that no live node reported."""
+        assert self._directory is not None
+        for node_id in self._pool.dead_nodes():
+            try:
+                keys = await self._directory.node_sessions(node_id)
+                missing = [sid for t, sid in keys if t == tenant and sid not in found]
+                entries = await asyncio.gather(
+                    *(self._directory.get(tenant, sid) for sid in missing)
+                )
+            except RedisUnavailable as e:
+                log.warning("listing the sessions of dead node %s: %s", node_id, e)
+                continue
+            for sid, entry in zip(missing, entries, strict=True):
+                if entry is not None and entry.node_id != node_id:
+                    owner = self._pool.by_id(entry.node_id)
+                    if owner is not None and not owner.dead:
+                        continue  # moved to a live node that did not answer: skip, not stale
+                found[sid] = self._on_dead_node(tenant, sid, node_id, entry)
 
     async def WatchSession(
         self, request: mesh_pb2.WatchSessionRequest, context: Context
     ) -> AsyncIterator[common_pb2.SessionEvent]:
         tenant = current_tenant()
         session_id = check_session_id(request.session_id)
-        self._pool.owner(tenant, session_id)  # NOT_FOUND now, before the stream starts
+        await self._locate(tenant, session_id)  # NOT_FOUND now, before the stream starts
         last = request.after_seq
         attempt = 0
         connected_once = False
+        # With a directory, re-locate often rather than wait long on a node that may be gone.
+        connect_timeout = 1.0 if self._directory is not None else self._backoff.attempt_timeout
         while True:
-            owner = self._pool.owner(tenant, session_id)
             try:
+                node_id, entry = await self._locate(tenant, session_id, refresh=attempt > 0)
+                if self._pool.is_dead(node_id):
+                    session = self._on_dead_node(tenant, session_id, node_id, entry)
+                    if session.state == common_pb2.FAILED:
+                        raise NodeUnavailable(f"session {session_id!r}: {session.last_error}")
+                    raise NodeUnreachable(session.last_error)
+                owner = self._client(node_id, session_id)
                 if attempt:
-                    await owner.wait_connected(self._backoff.attempt_timeout)
+                    await owner.wait_connected(connect_timeout)
                 call = owner.watch(tenant, session_id, last)
+                follower = _MoveFollower(self, tenant, session_id, owner.node_id, call)
                 try:
-                    with self._upstream_errors(owner, connected_once):
+                    with self._upstream_errors(owner, connected_once), follower:
                         async for event in call:
                             connected_once = True
                             attempt = 0
                             if event.seq <= last:
                                 continue
                             last = event.seq
+                            follower.saw(event)
                             yield event
                     log.info(
                         "watch %s/%s: node %s ended the stream", tenant, session_id, owner.label
@@ -256,6 +422,16 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
             attempt += 1
             await asyncio.sleep(self._backoff.delay(attempt))
 
+    async def _moved_from(self, tenant: str, session_id: str, node_id: str) -> bool:
+        """True when the directory says the session now lives on another node."""
+        if self._directory is None:
+            return False
+        try:
+            entry = await self._directory.get(tenant, session_id)
+        except RedisUnavailable:
+            return False
+        return entry is not None and entry.node_id != node_id
+
     @staticmethod
     @contextlib.contextmanager
     def _upstream_errors(owner: NodeClient, connected_once: bool) -> Iterator[None]:
@@ -268,6 +444,25 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
                 raise _Reconnect(f"{code.name}: {e.details()}") from e
             raise owner.translate(e) from e
 
+    async def DrainNode(
+        self, request: mesh_pb2.DrainNodeRequest, context: Context
+    ) -> mesh_pb2.DrainNodeResponse:
+        tenant = current_tenant()
+        if tenant not in self._admins:
+            raise PermissionDenied(
+                f"tenant {tenant!r} may not drain nodes (it is not in MESH_ADMIN_TENANTS)"
+            )
+        node_id = request.node_id.strip()
+        if not node_id:
+            raise InvalidArgument("node_id", "is required")
+        if not 0 <= request.parallelism <= MAX_DRAIN_PARALLELISM:
+            raise InvalidArgument(
+                "parallelism",
+                f"must be 0-{MAX_DRAIN_PARALLELISM} (0 means {DEFAULT_DRAIN_PARALLELISM}), "
+                f"got {request.parallelism}",
+            )
+        return await self._mover.drain(node_id, request.parallelism or DEFAULT_DRAIN_PARALLELISM)
+
     async def GetClusterStatus(
         self, request: mesh_pb2.GetClusterStatusRequest, context: Context
     ) -> mesh_pb2.ClusterStatus:
@@ -277,3 +472,63 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
 
 class _Reconnect(Exception):
     """The upstream stream broke in a way that re-opening it may fix."""
+
+
+class _MoveFollower:
+    """Notices a session moved away from the node being watched (a drain hands it off).
+
+    After a STOPPED event it polls the directory for a while; when the session's node changes
+    it cancels the upstream call, and leaving the `with` block turns that into `_Reconnect`.
+    """
+
+    POLL = 0.5
+    PATIENCE = 90.0  # seconds to keep looking after a STOPPED event
+
+    def __init__(
+        self,
+        service: SessionMeshService,
+        tenant: str,
+        session_id: str,
+        node_id: str,
+        call: grpc.aio.UnaryStreamCall,
+    ) -> None:
+        self._service = service
+        self._key = (tenant, session_id)
+        self._node_id = node_id
+        self._call = call
+        self._task: asyncio.Task[None] | None = None
+        self.moved = False
+
+    def saw(self, event: common_pb2.SessionEvent) -> None:
+        if (
+            self._task is None
+            and event.WhichOneof("event") == "state"
+            and event.state.state == common_pb2.STOPPED
+            and self._service._directory is not None
+        ):
+            self._task = asyncio.create_task(self._look(), name="watch-move-follower")
+
+    async def _look(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.PATIENCE
+        while loop.time() < deadline:
+            await asyncio.sleep(self.POLL)
+            if await self._service._moved_from(*self._key, self._node_id):
+                self.moved = True
+                self._call.cancel()
+                return
+
+    def __enter__(self) -> _MoveFollower:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()  # finishes at its next await; its result is never needed
+        if (
+            self.moved
+            and kind is not None
+            and issubclass(kind, asyncio.CancelledError | grpc.aio.AioRpcError)
+        ):
+            raise _Reconnect("the session moved to another node") from exc

@@ -7,9 +7,14 @@ from dataclasses import dataclass, field
 
 from sessionmesh.auth import TokenTable, parse_tokens
 from sessionmesh.config import ConfigError, env_float, env_int, env_str, environ
+from sessionmesh.redis_conn import RedisSettings
 from sessionmesh.telemetry import TelemetrySettings
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_MESH_PREFIX = "mesh:"
+MAX_PARALLELISM = 32
+# Any of these set means "Redis is configured": membership and the directory come from it.
+REDIS_VARS = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_SENTINELS", "REDIS_CLUSTER")
 
 
 def parse_address(value: str, var: str, *, allow_port_zero: bool = False) -> str:
@@ -23,9 +28,15 @@ def parse_address(value: str, var: str, *, allow_port_zero: bool = False) -> str
     return f"{host}:{number}"
 
 
-def parse_nodes(raw: str | None, var: str = "MESH_NODES") -> tuple[str, ...]:
+def parse_nodes(
+    raw: str | None, var: str = "MESH_NODES", *, required: bool = True
+) -> tuple[str, ...]:
     if raw is None or raw.strip() == "":
-        raise ConfigError(f"{var} is required: comma-separated node addresses (host:port,...)")
+        if not required:
+            return ()
+        raise ConfigError(
+            f"{var} is required without Redis: comma-separated node addresses (host:port,...)"
+        )
     nodes: list[str] = []
     for item in raw.split(","):
         if item.strip():
@@ -42,13 +53,17 @@ def parse_nodes(raw: str | None, var: str = "MESH_NODES") -> tuple[str, ...]:
 class RouterSettings:
     """Everything the router needs; `from_env()` names the variable of any bad value."""
 
-    nodes: tuple[str, ...]  # MESH_NODES; node ids are learned from GetNodeStatus
+    # MESH_NODES; node ids are learned from GetNodeStatus. Optional with Redis: members of
+    # `{mesh_prefix}{nodes}` with a live heartbeat key are added to these.
+    nodes: tuple[str, ...]
     tokens: TokenTable = field(repr=False)  # MESH_API_TOKENS
     listen: str = DEFAULT_LISTEN  # MESH_ROUTER_LISTEN; port 0 picks a free port
     load_factor: float = 1.25  # MESH_LOAD_FACTOR: bounded-load cap over the mean
     node_poll_interval: float = 1.0  # MESH_NODE_POLL_INTERVAL (s)
     affinity_refresh_interval: float = 15.0  # MESH_AFFINITY_REFRESH_INTERVAL (s)
     node_timeout: float = 10.0  # MESH_NODE_TIMEOUT (s): deadline of one unary call to a node
+    # MESH_TAKEOVER_TIMEOUT (s): deadline of a takeover start or hand-off (waits out a lease)
+    takeover_timeout: float = 60.0
     keepalive_time: float = 20.0  # MESH_KEEPALIVE_TIME (s) between pings on idle streams
     keepalive_timeout: float = 10.0  # MESH_KEEPALIVE_TIMEOUT (s) to wait for a ping's answer
     max_message_bytes: int = 1 << 20  # MESH_MAX_MESSAGE_BYTES: larger requests are refused
@@ -56,10 +71,25 @@ class RouterSettings:
     # MESH_METRICS_PORT (Prometheus endpoint; 0 or unset: none), MESH_METRICS_HOST
     # (default 127.0.0.1), MESH_OTEL_CONSOLE; OTLP export follows OTEL_EXPORTER_OTLP_ENDPOINT.
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    # REDIS_URL, REDIS_HOST/REDIS_PORT, REDIS_SENTINELS, REDIS_CLUSTER, REDIS_SESSION_PREFIX...;
+    # None: no Redis (static MESH_NODES, in-memory affinity, no failover).
+    redis: RedisSettings | None = None
+    mesh_prefix: str = DEFAULT_MESH_PREFIX  # MESH_REDIS_PREFIX
+    dead_after: float = 6.0  # MESH_DEAD_AFTER (s): heartbeat gone and health lost this long
+    failover_parallelism: int = 4  # MESH_FAILOVER_PARALLELISM: takeovers at once
+    admin_tenants: frozenset[str] = frozenset()  # MESH_ADMIN_TENANTS: may call DrainNode
+    member_poll_interval: float = 1.0  # MESH_MEMBER_POLL_INTERVAL (s): reads of the members
 
     def __post_init__(self) -> None:
-        if not self.nodes:
-            raise ConfigError("MESH_NODES holds no node address")
+        if not self.nodes and self.redis is None:
+            raise ConfigError(
+                "MESH_NODES is required without Redis: comma-separated node addresses"
+            )
+        if not 1 <= self.failover_parallelism <= MAX_PARALLELISM:
+            raise ConfigError(
+                f"MESH_FAILOVER_PARALLELISM must be 1-{MAX_PARALLELISM}, "
+                f"got {self.failover_parallelism}"
+            )
         if self.load_factor < 1.0:
             raise ConfigError(f"MESH_LOAD_FACTOR must be at least 1.0, got {self.load_factor}")
         if len(self.tokens) == 0:
@@ -68,8 +98,9 @@ class RouterSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RouterSettings:
         env = environ() if env is None else env
+        redis = RedisSettings.from_env(env) if any(env.get(v) for v in REDIS_VARS) else None
         return cls(
-            nodes=parse_nodes(env.get("MESH_NODES")),
+            nodes=parse_nodes(env.get("MESH_NODES"), required=redis is None),
             tokens=parse_tokens(env.get("MESH_API_TOKENS")),
             listen=parse_address(
                 env_str(env, "MESH_ROUTER_LISTEN", DEFAULT_LISTEN),
@@ -80,12 +111,39 @@ class RouterSettings:
             node_poll_interval=_positive(env, "MESH_NODE_POLL_INTERVAL", 1.0),
             affinity_refresh_interval=_positive(env, "MESH_AFFINITY_REFRESH_INTERVAL", 15.0),
             node_timeout=_positive(env, "MESH_NODE_TIMEOUT", 10.0),
+            takeover_timeout=_positive(env, "MESH_TAKEOVER_TIMEOUT", 60.0),
             keepalive_time=_positive(env, "MESH_KEEPALIVE_TIME", 20.0),
             keepalive_timeout=_positive(env, "MESH_KEEPALIVE_TIMEOUT", 10.0),
             max_message_bytes=env_int(env, "MESH_MAX_MESSAGE_BYTES", 1 << 20, minimum=4096),
             grace=env_float(env, "MESH_ROUTER_GRACE", 5.0),
             telemetry=TelemetrySettings.from_env(env),
+            redis=redis,
+            mesh_prefix=_mesh_prefix(env),
+            dead_after=_positive(env, "MESH_DEAD_AFTER", 6.0),
+            failover_parallelism=env_int(env, "MESH_FAILOVER_PARALLELISM", 4, minimum=1),
+            admin_tenants=parse_tenants(env.get("MESH_ADMIN_TENANTS")),
+            member_poll_interval=_positive(env, "MESH_MEMBER_POLL_INTERVAL", 1.0),
         )
+
+
+def parse_tenants(raw: str | None, var: str = "MESH_ADMIN_TENANTS") -> frozenset[str]:
+    """Comma-separated tenant names; each must look like a tenant of MESH_API_TOKENS."""
+    tenants: set[str] = set()
+    for item in (raw or "").split(","):
+        name = item.strip()
+        if not name:
+            continue
+        if not all(c.isalnum() or c in "_-" for c in name):
+            raise ConfigError(f"{var} holds a bad tenant name {name!r}")
+        tenants.add(name)
+    return frozenset(tenants)
+
+
+def _mesh_prefix(env: Mapping[str, str]) -> str:
+    prefix = env_str(env, "MESH_REDIS_PREFIX", DEFAULT_MESH_PREFIX)
+    if any(c in prefix for c in "{}"):
+        raise ConfigError(f"MESH_REDIS_PREFIX may not contain '{{' or '}}', got {prefix!r}")
+    return prefix
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:

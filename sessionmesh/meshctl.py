@@ -3,7 +3,8 @@
 Router address from `--router` or `MESH_ROUTER` (default 127.0.0.1:50051); token from
 `--token` or `MESH_TOKEN`. Errors print the gRPC status and message and exit 1.
 `watch` exits 0 on READY (unless --follow), 3 on FAILED, 4 on LOGGED_OUT, 5 on STOPPED
-(unless --follow).
+(unless --follow). `drain` (admin tenants only) exits 0 when every RemoteAuth session moved,
+1 when some failed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
 
 DEFAULT_ROUTER = "127.0.0.1:50051"
+DRAIN_TIMEOUT = 600.0  # a drain moves many sessions; each may wait out a lease
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_FAILED = 3
@@ -225,6 +227,19 @@ def run(args: argparse.Namespace, api: Api, out: TextIO) -> int:
             if not token:
                 break
         print_table(["SESSION", "STATE", "NODE", "PHONE", "UPDATED"], rows, out)
+    elif args.command == "drain":
+        drain = mesh_pb2.DrainNodeRequest(node_id=args.node_id, parallelism=args.parallelism)
+        reply = api.stub.DrainNode(
+            drain, metadata=api.metadata, timeout=max(api.timeout, DRAIN_TIMEOUT)
+        )
+        print(
+            f"node {reply.node_id}: {reply.moved} moved, {reply.stayed} stayed (LocalAuth), "
+            f"{len(reply.failed)} failed",
+            file=out,
+        )
+        for line in reply.failed:
+            print(f"  failed: {line}", file=out)
+        return EXIT_ERROR if reply.failed else 0
     elif args.command == "cluster":
         status = api.call("GetClusterStatus", mesh_pb2.GetClusterStatusRequest())
         print_table(
@@ -274,6 +289,17 @@ def parser() -> argparse.ArgumentParser:
         sub.add_parser(name, help=text).add_argument("id")
     sub.add_parser("list", help="list your sessions")
     sub.add_parser("cluster", help="show the nodes")
+    drain = sub.add_parser(
+        "drain", help="move a node's RemoteAuth sessions elsewhere, then stop it serving (admin)"
+    )
+    drain.add_argument("node_id")
+    drain.add_argument(
+        "--parallelism",
+        type=int,
+        default=0,
+        metavar="N",
+        help="sessions moved at once, 1-32 (default: 4)",
+    )
     return p
 
 
@@ -285,6 +311,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_USAGE
     if args.command == "watch" and args.after < 0:
         print("meshctl: --after must be 0 or more", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "drain" and not 0 <= args.parallelism <= 32:
+        print("meshctl: --parallelism must be 1-32", file=sys.stderr)
         return EXIT_USAGE
     try:
         with grpc.insecure_channel(args.router, options=CHANNEL_OPTIONS) as channel:

@@ -104,7 +104,6 @@ async def test_every_page_against_a_real_mesh(
     assert "QR attempt 1: scan it with WhatsApp" in image.captions[0]
     assert "Event history" in texts(at)
     assert not at.button(key="drain").disabled  # the API has DrainNode
-    assert "no DrainNode" in texts(at)
 
     at.button(key="stop").click()
     await run(at)

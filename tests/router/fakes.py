@@ -26,7 +26,10 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         self.capacity = capacity
         self.port = port
         self.draining = False
+        self.drained = False
         self.starts: list[tuple[str, str]] = []
+        self.takeovers: list[tuple[str, str]] = []
+        self.handed_off: list[tuple[str, str]] = []
         self.sessions: dict[tuple[str, str], pb.Session] = {}
         self.events: dict[tuple[str, str], list[pb.SessionEvent]] = {}
         self._changed = asyncio.Condition()
@@ -85,6 +88,8 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
                 f"node {self.node_id} is full ({self.held()}/{self.capacity} sessions)",
             )
         self.starts.append(key)
+        if request.takeover:
+            self.takeovers.append(key)
         if session is None:
             session = pb.Session(
                 session_id=request.session_id,
@@ -133,11 +138,29 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
             async with self._changed:
                 await self._changed.wait_for(lambda n=after: len(self.events.get(key, [])) > n)
 
+    async def Drain(self, request: Any, context: grpc.aio.ServicerContext) -> pb.NodeStatus:
+        self.draining = True
+        self.drained = self.drained or request.done
+        return await self.GetNodeStatus(request, context)
+
+    async def HandOffSession(self, request: Any, context: grpc.aio.ServicerContext) -> pb.Session:
+        await self._get(request, context)
+        self.handed_off.append((request.tenant, request.session_id))
+        await self.emit(
+            request.tenant,
+            request.session_id,
+            state=pb.StateChange(state=pb.STOPPED, reason="moved to another node"),
+        )
+        return self.sessions[(request.tenant, request.session_id)]
+
     async def GetNodeStatus(self, request: Any, context: grpc.aio.ServicerContext) -> pb.NodeStatus:
+        health = pb.SERVING
+        if self.draining:
+            health = pb.NOT_SERVING if self.drained else pb.DRAINING
         return pb.NodeStatus(
             node_id=self.node_id,
             address=self.address,
-            health=pb.NOT_SERVING if self.draining else pb.SERVING,
+            health=health,
             sessions=self.held(),
             capacity=self.capacity,
             memory_bytes=1234,

@@ -121,3 +121,48 @@ def test_bad_settings_name_their_variable(override: dict[str, str], var: str) ->
         del env["MESH_NODES"]
         with pytest.raises(ConfigError, match=var):
             RouterSettings.from_env(env)
+
+
+def test_redis_makes_mesh_nodes_optional_and_reads_the_failover_settings() -> None:
+    env = {
+        "MESH_API_TOKENS": f"acme:{TOKEN_A}",
+        "REDIS_URL": "redis://127.0.0.1:6390/0",
+        "MESH_DEAD_AFTER": "2.5",
+        "MESH_FAILOVER_PARALLELISM": "8",
+        "MESH_ADMIN_TENANTS": "ops, acme",
+        "MESH_REDIS_PREFIX": "m1:",
+    }
+    settings = RouterSettings.from_env(env)
+    assert settings.nodes == ()
+    assert settings.redis is not None and settings.redis.url == "redis://127.0.0.1:6390/0"
+    assert settings.dead_after == 2.5
+    assert settings.failover_parallelism == 8
+    assert settings.admin_tenants == frozenset({"ops", "acme"})
+    assert settings.mesh_prefix == "m1:"
+    defaults = RouterSettings.from_env(BASE)
+    assert defaults.redis is None and defaults.dead_after == 6.0
+    assert defaults.failover_parallelism == 4 and defaults.admin_tenants == frozenset()
+    assert defaults.mesh_prefix == "mesh:"
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ({"MESH_NODES": ""}, "MESH_NODES is required without Redis"),
+        ({"MESH_DEAD_AFTER": "0"}, "MESH_DEAD_AFTER"),
+        ({"MESH_FAILOVER_PARALLELISM": "0"}, "MESH_FAILOVER_PARALLELISM"),
+        ({"MESH_FAILOVER_PARALLELISM": "33"}, "MESH_FAILOVER_PARALLELISM"),
+        ({"MESH_ADMIN_TENANTS": "ops,b@d"}, "MESH_ADMIN_TENANTS"),
+        ({"MESH_REDIS_PREFIX": "m{1}:"}, "MESH_REDIS_PREFIX"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL"),
+    ],
+)
+def test_bad_failover_settings_name_their_variable(override: dict[str, str], needle: str) -> None:
+    env = {**BASE, **override}
+    with pytest.raises(ConfigError, match=needle.replace("{", r"\{")):
+        RouterSettings.from_env(env)
+
+
+def test_redis_password_never_in_repr() -> None:
+    env = {"MESH_API_TOKENS": f"acme:{TOKEN_A}", "REDIS_URL": "redis://u:s3cret-pw@h:6379/0"}
+    assert "s3cret-pw" not in repr(RouterSettings.from_env(env))

@@ -254,13 +254,24 @@ def main() -> None:
         "Goals: p95 at most 1.5 s on a warm node with no sandbox delay; with the seed's "
         "timings, at most the imposed delay + 0.5 s (the seed's service takes 8-10 s).\n"
     )
-    lines.append("| READY sessions | Chromium PSS | idle Chromium PSS | PSS per session |")
-    lines.append("|---|---|---|---|")
-    for n, total, base in memory:
+    lines.append(
+        "| READY sessions | Chromium PSS | with no session | PSS per session | "
+        "CPU while idle | CPU per session |"
+    )
+    lines.append("|---|---|---|---|---|---|")
+    for n, total, base, cores, base_c in memory:
         lines.append(
             f"| {n} | {total / 2**20:.0f} MiB | {base / 2**20:.0f} MiB | "
-            f"{(total - base) / n / 2**20:.1f} MiB |"
+            f"{(total - base) / n / 2**20:.1f} MiB | {cores:.3f} cores | "
+            f"{max(cores - base_c, 0) / n:.4f} cores |"
         )
+    lines.append("")
+    n, total, base, cores, base_c = memory[-1]
+    lines.append(
+        f"For the tier planner (at {n} READY sessions): per-session memory: "
+        f"{(total - base) / n / 2**20:.1f} MiB; per-session CPU: {max(cores - base_c, 0) / n:.4f} "
+        "cores (idle; a scan or restore costs a burst on top).\n"
+    )
     lines.append("")
     lines.append(
         "Goal: at most 80 MB PSS per session on the sandbox page (the seed's users see "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import io
@@ -47,10 +48,13 @@ async def json_errors(
 
 @functools.lru_cache(maxsize=64)
 def qr_png(code: str) -> bytes:
-    """The QR code for `code` as a PNG."""
-    image = qrcode.make(code, border=2)
+    """The QR code for `code` as a PNG. A fixed mask skips trying all eight (a third of the time);
+    the page scales the image onto its canvas."""
+    qr = qrcode.QRCode(border=2, box_size=4, mask_pattern=0)
+    qr.add_data(code)
+    qr.make(fit=True)
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    qr.make_image().save(out, format="PNG")
     return out.getvalue()
 
 
@@ -69,7 +73,8 @@ async def qr_image(request: web.Request) -> web.Response:
     code = request.query.get("code", "")
     if not code or len(code) > MAX_QR_CODE:
         raise BadRequest("code", f"is required and at most {MAX_QR_CODE} characters")
-    return web.Response(body=qr_png(code), content_type="image/png")
+    # Off the event loop: pages waiting for their next QR must not wait for this one's image.
+    return web.Response(body=await asyncio.to_thread(qr_png, code), content_type="image/png")
 
 
 async def get_config(request: web.Request) -> web.Response:

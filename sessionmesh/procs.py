@@ -58,10 +58,12 @@ class ProcessGroup:
                 proc.wait()
 
     def stop_all(self, timeout: float = 30) -> None:
-        for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        """SIGTERM each child in reverse start order, waiting for each before the next: routers
+        go before nodes, and nodes finish their final snapshots while Redis is still up."""
         for name, proc in reversed(self.procs):
+            if proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

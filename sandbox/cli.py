@@ -19,6 +19,7 @@ HELP = {
     "load_delay": "seconds before the page's app is loaded (window.Debug.VERSION)",
     "qr_delay": "seconds from the page's connection to its first QR code",
     "sync_delay": "seconds from a scan or restore until the account has synced",
+    "ws_heartbeat": "seconds between pings of a page's WebSocket; no pong in half: closed",
 }
 
 

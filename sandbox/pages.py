@@ -83,7 +83,9 @@ class Pages:
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """The `/ws` endpoint: one page's connection, until it closes."""
-        ws = web.WebSocketResponse(heartbeat=30.0, timeout=CLOSE_TIMEOUT)
+        # The heartbeat closes the connection of a page that stopped answering (a frozen
+        # browser), so it stops hosting its device before another page takes the login over.
+        ws = web.WebSocketResponse(heartbeat=self._settings().ws_heartbeat, timeout=CLOSE_TIMEOUT)
         await ws.prepare(request)
         if self._closing:
             await ws.close(code=WSCloseCode.GOING_AWAY)

@@ -16,6 +16,7 @@ FLOAT_KNOBS: dict[str, tuple[str, float, float]] = {
     "load_delay": ("SANDBOX_LOAD_DELAY", 0.0, 3_600.0),
     "qr_delay": ("SANDBOX_QR_DELAY", 0.0, 3_600.0),
     "sync_delay": ("SANDBOX_SYNC_DELAY", 0.0, 3_600.0),
+    "ws_heartbeat": ("SANDBOX_WS_HEARTBEAT", 0.1, 3_600.0),
 }
 QR_COUNT_ENV = "SANDBOX_QR_COUNT"
 QR_COUNT_RANGE = (1, 1_000)
@@ -55,6 +56,9 @@ class SandboxSettings:
     load_delay: float = 0.0
     qr_delay: float = 0.0
     sync_delay: float = 0.0
+    # A page's WebSocket is pinged this often and closed when no pong came back within half
+    # of it, as a real server's keepalive closes a frozen browser's connection.
+    ws_heartbeat: float = 10.0
     version: str = "2.3000.1019000000"
 
     def __post_init__(self) -> None:
@@ -66,7 +70,8 @@ class SandboxSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SandboxSettings:
         """Read SANDBOX_FIRST_QR_TTL, SANDBOX_QR_TTL, SANDBOX_QR_COUNT, SANDBOX_LOAD_DELAY,
-        SANDBOX_QR_DELAY and SANDBOX_SYNC_DELAY; a bad value raises ConfigError naming it."""
+        SANDBOX_QR_DELAY, SANDBOX_SYNC_DELAY and SANDBOX_WS_HEARTBEAT; a bad value raises
+        ConfigError naming it."""
         defaults = cls()
         values: dict[str, Any] = {}
         for name, (var, low, high) in FLOAT_KNOBS.items():

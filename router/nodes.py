@@ -79,6 +79,9 @@ def channel_options(settings: RouterSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.keepalive_time_ms", int(settings.keepalive_time * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout * 1000)),
+        # gRPC 1.85 waits for a ping's answer by this one (60 s by default), not the above: a
+        # frozen node must fail its streams within MESH_KEEPALIVE_TIMEOUT.
+        ("grpc.http2.ping_timeout_ms", int(settings.keepalive_timeout * 1000)),
         ("grpc.keepalive_permit_without_calls", 0),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.initial_reconnect_backoff_ms", 200),

@@ -2,13 +2,15 @@
 
 LocalAuth sessions are recorded in the LocalCatalog (resumed on boot); RemoteAuth sessions in
 Redis (node/remote.py: lease, directory entry, event stream) and in the node's session set
-(node/membership.py)."""
+(node/membership.py), from which a restarted node (same id, new epoch) resumes them on boot."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections.abc import Callable
 
 from node.auth_store import SnapshotStore
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 HANDOFF_PARALLELISM = 4  # sessions handed off at once on SIGTERM
+RESUME_PARALLELISM = 4  # RemoteAuth sessions resumed at once on boot
+RESUME_RETRY_CAP = 5.0  # s between tries to read the session set while Redis is down
 MOVED = "moved to another node"
 
 
@@ -61,6 +65,8 @@ class SessionHost:
         self._runners: dict[asyncio.Task[None], HostedSession] = {}
         self._failovers: set[Key] = set()  # taken over, not READY yet
         self._tasks: set[asyncio.Task[None]] = set()
+        self._resuming: asyncio.Task[None] | None = None
+        self._settled: dict[Key, asyncio.Event] = {}  # resumed sessions past their claim
         self._lock = asyncio.Lock()
         self.accepting = True
         self.draining = False
@@ -172,7 +178,8 @@ class SessionHost:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def resume(self) -> int:
-        """Bring back the sessions this node held when it last stopped; returns how many."""
+        """Bring back the sessions this node held when it last stopped; returns how many
+        LocalAuth ones. RemoteAuth ones come back in the background (`_resume_remote`)."""
         resumed = 0
         for info in await self._catalog.load_all():
             if info.auth_strategy == pb.REMOTE:
@@ -187,13 +194,100 @@ class SessionHost:
                     continue
                 self._launch(session)
                 resumed += 1
+        if self._remote is not None and self._membership is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._resume_remote(), name="resume RemoteAuth sessions"
+            )
+            self._resuming = task
+            self._tasks.add(task)
+            task.add_done_callback(self._reap)
         return resumed
+
+    async def _resume_remote(self) -> None:
+        """Restart the RemoteAuth sessions this node's last epoch was running.
+
+        A node back with the same id before routers declared it dead would strand them: the
+        old epoch's leases lapse and nobody starts the sessions. So every session of the
+        node's set whose directory entry says REMOTE, a live state and this node is started
+        with takeover (it waits for the old epoch's lease), unless another node holds its
+        lease: that one has moved on and is left alone. RESUME_PARALLELISM at a time, each
+        until it is past its claim and restore (AUTHENTICATED, a QR, or an end)."""
+        assert self._membership is not None
+        delay = 0.2
+        while True:
+            try:
+                names = await self._membership.listed()
+                break
+            except StoreUnavailable as e:
+                log.warning("resuming RemoteAuth sessions waits for Redis: %s", e)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESUME_RETRY_CAP)
+        limit = asyncio.Semaphore(RESUME_PARALLELISM)
+
+        async def one(name: str) -> bool:
+            async with limit:
+                try:
+                    return await self._resume_one(name)
+                except Exception as e:
+                    log.warning("%s not resumed: %s", name, e)
+                    return False
+
+        results = await asyncio.gather(*(one(n) for n in names))
+        if names:
+            log.info(
+                "resumed %d of %d sessions in this node's set with RemoteAuth",
+                sum(results),
+                len(names),
+            )
+
+    async def _resume_one(self, name: str) -> bool:
+        assert self._remote is not None
+        tenant, _, session_id = name.partition("/")
+        key = (tenant, session_id)
+        if not session_id or key in self._sessions or not self.accepting:
+            return False  # LocalAuth (resumed from the catalog), already started, or stopping
+        entry = await self._remote.directory(tenant, session_id)
+        node_id = self.settings.node_id
+        state = entry.get("state", "")
+        terminal = {pb.SessionState.Name(s) for s in TERMINAL}
+        if entry.get("auth_strategy") != "REMOTE" or entry.get("node_id") != node_id:
+            return False
+        # Handed off at SIGTERM but not yet started elsewhere: it is still this node's to run.
+        handed_off = state == "STOPPED" and entry.get("last_error") == MOVED
+        if not state or (state in terminal and not handed_off):
+            return False
+        holder = await self._remote.leases.holder(tenant, session_id)
+        if holder is not None and holder[0].rsplit(":", 1)[0] != node_id:
+            log.info("%s: not resumed, %s holds it", name, holder[0])
+            return False
+        labels = json.loads(entry.get("labels") or "{}")
+        settled = self._settled[key] = asyncio.Event()
+        try:
+            log.info("%s: resuming (it was %s here before the restart)", name, state)
+            session = await self.start(tenant, session_id, pb.REMOTE, labels, takeover=True)
+            if session.state != pb.STARTING:
+                return True
+            ttl = self._remote.settings.lease_ttl
+            bound = ttl + max(2.0, ttl * 0.2) + self.settings.auth_timeout
+            started = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(bound):
+                    await settled.wait()
+            if not settled.is_set():
+                log.info("%s: still starting after %.0fs", name, time.monotonic() - started)
+        finally:
+            self._settled.pop(key, None)
+        return True
 
     async def shutdown(self) -> None:
         """Stop every session, keeping logins: RemoteAuth ones are handed off (snapshot first,
         a few at a time; they stay in the node's set so routers start them elsewhere),
         LocalAuth ones stopped with a final snapshot and marked to resume."""
         self.accepting = False
+        if self._resuming is not None and not self._resuming.done():
+            self._resuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._resuming
         remote = [s for s in self._sessions.values() if s.running and s.key in self._bindings]
         limit = asyncio.Semaphore(HANDOFF_PARALLELISM)
 
@@ -322,6 +416,9 @@ class SessionHost:
         finishing.add_done_callback(self._reap)
 
     def _persist(self, session: HostedSession) -> None:
+        settled = self._settled.get(session.key)
+        if settled is not None and session.state != pb.STARTING:
+            settled.set()
         for observe in self.observers:
             try:
                 observe(session)

@@ -104,6 +104,16 @@ class Membership:
         except StoreUnavailable as e:
             log.info("could not remove %s from %s's sessions: %s", name, node_id, e)
 
+    async def listed(self) -> list[str]:
+        """The session set as Redis has it (a restarted node reads what its last epoch placed).
+        Raises StoreUnavailable."""
+        with map_redis_errors("reading the node's session set"):
+            names = [
+                n.decode("utf-8") if isinstance(n, bytes) else str(n)
+                async for n in self._redis.sscan_iter(self.sessions_key, count=500)
+            ]
+        return sorted(set(names))
+
     async def start(self) -> None:
         if self._closed or self._task is not None:
             raise RuntimeError("membership is started once")

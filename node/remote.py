@@ -195,6 +195,13 @@ class RemoteAuth:
             )
         check_reply(reply, lease.tenant, lease.session_id, lease.owner, lease.fence)
 
+    async def directory(self, tenant: str, session_id: str) -> dict[str, str]:
+        """A session's directory entry (``P{K}:dir``); empty when it has none."""
+        keys = self.leases.session_keys(tenant, session_id)
+        with map_redis_errors(f"reading the directory entry of {session_key(tenant, session_id)}"):
+            entry = await self.redis.hgetall(dir_key(keys))
+        return {_text(k): _text(v) for k, v in entry.items()}
+
     async def read_history(
         self, tenant: str, session_id: str
     ) -> tuple[list[pb.SessionEvent], dict[str, str]]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,13 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from node.crypto import new_key_spec
+from node.memory import descendants
 from router.server import RouterServer
 from router.settings import RouterSettings
 from sessionmesh.auth import parse_tokens
 from sessionmesh.procs import ProcessGroup, wait_serving
+from sessionmesh.v1 import common_pb2 as pb
+from sessionmesh.v1 import node_pb2, node_pb2_grpc
 from tests.conftest import TOKENS
 from tests.helpers import DEADLINE, free_port
 from tests.redis_server import RedisServer, settings_for
@@ -55,6 +60,7 @@ class Mesh:
     key_spec: str = field(default_factory=lambda: new_key_spec("k1"))
     nodes: dict[str, NodeProc] = field(default_factory=dict)
     routers: list[RouterServer] = field(default_factory=list)
+    paused: list[int] = field(default_factory=list)  # SIGSTOPped pids, resumed at teardown
 
     def _spawn(self, node: NodeProc) -> None:
         label = node.name if not node.restarts else f"{node.name}.{node.restarts}"
@@ -97,6 +103,45 @@ class Mesh:
         """SIGKILL: no final snapshot, no deregistration, sockets reset."""
         node.proc.send_signal(signal.SIGKILL)
         node.proc.wait(timeout=30)
+
+    def pause(self, node: NodeProc) -> list[int]:
+        """SIGSTOP the node and every descendant (Chromium runs in process groups of its own,
+        so each is stopped by pid); returns the pids, for `resume`."""
+        pids = [node.proc.pid]
+        self.paused += pids
+        os.kill(node.proc.pid, signal.SIGSTOP)
+        # Stopped parents fork nothing more; walk until no new descendant shows up.
+        while True:
+            fresh = [p for p in descendants(node.proc.pid) if p not in pids]
+            if not fresh:
+                return pids
+            self.paused += fresh
+            for pid in fresh:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            pids += fresh
+
+    def resume(self, pids: list[int]) -> None:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+            with contextlib.suppress(ValueError):
+                self.paused.remove(pid)
+
+    async def session_on(self, node: NodeProc, session_id: str) -> pb.Session | None:
+        """The session as `node` itself reports it (SessionNode GetSession), None if unknown."""
+        async with grpc.aio.insecure_channel(node.address) as channel:
+            stub = node_pb2_grpc.SessionNodeStub(channel)
+            try:
+                reply: pb.Session = await stub.GetSession(
+                    node_pb2.NodeSessionRequest(tenant="acme", session_id=session_id),
+                    timeout=10,
+                )
+            except grpc.aio.AioRpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    return None
+                raise
+        return reply
 
     async def restart(self, node: NodeProc) -> None:
         node.restarts += 1
@@ -147,6 +192,7 @@ async def mesh(
     try:
         yield made
     finally:
+        made.resume(list(made.paused))
         for router in reversed(made.routers):
             await router.aclose()
         await asyncio.to_thread(group.stop_all, 20)

@@ -3,17 +3,26 @@ routers in-process, the sandbox as WhatsApp Web."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from typing import Any
 
+import aiohttp
 import pytest
 
+from node.crypto import SnapshotCodec, SnapshotKeys
+from node.lease import LeaseManager
+from node.remote import LOST_REASON, dir_key, events_key
+from node.remote_store import RemoteSnapshotStore, SessionKeys
 from router.membership import Liveness
 from router.server import RouterServer
+from sessionmesh.redis_conn import DEFAULT_SESSION_PREFIX, RedisClient, create_redis
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import mesh_pb2
-from tests.e2e.conftest import Mesh, NodeProc
+from tests.e2e.conftest import DEAD_AFTER, Mesh, NodeProc
 from tests.helpers import DEADLINE, Watcher, conflicts, phone, wait_for
+from tests.redis_server import settings_for
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser]
 
@@ -79,6 +88,35 @@ async def ready_twice(w: Watcher, timeout: float = DEADLINE) -> None:
 
 def failovers(routers: list[RouterServer]) -> int:
     return sum(len(r.mover.completed) for r in routers)
+
+
+def redis_of(mesh: Mesh) -> RedisClient:
+    return create_redis(settings_for(mesh.redis.url, cluster=False))
+
+
+async def in_redis(redis: RedisClient, sid: str) -> tuple[str, int, dict[str, str], list[int]]:
+    """(lease owner, fence, directory entry, seqs of the event stream) of an acme session."""
+    holder = await LeaseManager(redis, DEFAULT_SESSION_PREFIX).holder("acme", sid)
+    assert holder is not None, f"nobody holds {sid}"
+    keys = SessionKeys.of(DEFAULT_SESSION_PREFIX, "acme", sid)
+    raw = await redis.hgetall(dir_key(keys))
+    entry = {k.decode(): v.decode() for k, v in raw.items()}
+    stream = await redis.xrange(events_key(keys), "-", "+")
+    seqs = [
+        int(str(i.decode() if isinstance(i, bytes) else i).split("-")[0]) for i, _ in stream or []
+    ]
+    return holder[0], holder[1], entry, seqs
+
+
+async def holders(mesh: Mesh, sid: str) -> dict[str, int]:
+    """Per node process that answers, the state of `sid` there (nodes that never had it omitted)."""
+    found: dict[str, int] = {}
+    for node in mesh.nodes.values():
+        if node.proc.poll() is None:
+            got = await mesh.session_on(node, sid)
+            if got is not None:
+                found[node.name] = got.state
+    return found
 
 
 async def test_kill_9_brings_remote_sessions_back_ready_elsewhere_exactly_once(
@@ -176,6 +214,127 @@ async def test_remote_start_while_redis_is_down_is_unavailable(mesh: Mesh, clien
         assert router.pool.liveness(nodes[0].name) is not Liveness.DEAD
     finally:
         mesh.redis.start()
+
+
+async def test_restarted_node_resumes_its_remote_sessions(
+    mesh: Mesh, watchers: Any, clients: Any
+) -> None:
+    """kill -9 a node and start it again at once, same id and storage (a new epoch): it resumes
+    its RemoteAuth sessions itself, before any router declares it dead."""
+    nodes = await cluster(mesh, 2)
+    router = await mesh.router(dead_after=600.0)  # the restart must win, however slow it is
+    await admitted(router, nodes)
+    acme = clients(router.address)
+    a = nodes[0]
+    sid = (await create_on(acme, a.name, pb.REMOTE, 1, "resume"))[0]
+    w = await link(acme, watchers, mesh.sandbox_url, sid)
+    qrs = len(w.qrs())
+    redis = redis_of(mesh)
+    try:
+        before, fence, _entry, _seqs = await in_redis(redis, sid)
+
+        mesh.kill(a)
+        await mesh.restart(a)
+        await ready_twice(w)
+        assert len(w.qrs()) == qrs, "a resume must not show a QR"
+        exactly_once(w)
+        got = await acme.GetSession(mesh_pb2.GetSessionRequest(session_id=sid))
+        assert got.state == pb.READY and got.node_id == a.name, got
+        assert await holders(mesh, sid) == {a.name: pb.READY}, "exactly one node has it"
+        owner, new_fence, entry, seqs = await in_redis(redis, sid)
+        assert owner.startswith(f"{a.name}:") and owner != before, "the new epoch owns it"
+        assert new_fence == fence + 1
+        assert entry["node_id"] == a.name and entry["state"] == "READY"
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        assert seqs[-1] == w.events[-1].seq
+    finally:
+        await redis.aclose()
+    assert failovers([router]) == 0
+    assert router.pool.liveness(a.name) is not Liveness.DEAD
+    assert await conflicts(mesh.sandbox_url) == {}
+
+
+PAUSE_LEASE_TTL = 4.0  # s; a takeover waits for it, and the sandbox's heartbeat (1 s) is far less
+FROZEN_DETECTION = 30.0  # s; routers' pings time out after MESH_KEEPALIVE_TIMEOUT (10 s)
+
+
+@pytest.mark.timeout(360)
+async def test_node_paused_past_its_lease_closes_its_sessions_and_writes_nothing(
+    mesh: Mesh, watchers: Any, clients: Any
+) -> None:
+    """SIGSTOP a node with its Chromium past lease TTL + MESH_DEAD_AFTER: a router fails the
+    session over; SIGCONT: the node closes it (lease taken by another node) and writes nothing."""
+    # The sandbox closes a frozen page's WebSocket after 1.5 s at most, long before the lease
+    # lapses, so the takeover's page is the only one hosting the login: no conflict.
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(f"{mesh.sandbox_url}sandbox/config", json={"ws_heartbeat": 1.0}) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+    ttl = {"MESH_LEASE_TTL": str(PAUSE_LEASE_TTL)}
+    # A saves a snapshot every second: one comes due while it is frozen; should it fire before
+    # A closes the session, the fence refuses it.
+    a = await mesh.node("node-a", SESSION_SNAPSHOT_INTERVAL="1", **ttl)
+    b = await mesh.node("node-b", **ttl)
+    await mesh.wait_serving(a, b)
+    # Keepalive pings find the frozen node's connections dead (nodes accept pings 5 s apart at
+    # most often); an unanswered ping counts after grpc's ping timeout, see FROZEN_DETECTION.
+    router = await mesh.router(keepalive_time=10.0, keepalive_timeout=2.0)
+    await admitted(router, [a, b])
+    acme = clients(router.address)
+    sid = (await create_on(acme, a.name, pb.REMOTE, 1, "pause"))[0]
+    w = await link(acme, watchers, mesh.sandbox_url, sid)
+    qrs = len(w.qrs())
+    redis = redis_of(mesh)
+    try:
+        old_owner, old_fence, _entry, _seqs = await in_redis(redis, sid)
+        assert old_owner.startswith("node-a:")
+
+        pids = mesh.pause(a)
+        try:
+            assert len(pids) > 2, f"Chromium must be paused too: {pids}"
+            started = time.monotonic()
+            await asyncio.sleep(PAUSE_LEASE_TTL + DEAD_AFTER + 2.0)  # the pause being tested
+            # Failed over to B while A is still frozen. The router notices a frozen node when
+            # a gRPC ping goes unanswered: grpc's ping timeout (60 s by default) bounds that.
+            await ready_twice(w, timeout=FROZEN_DETECTION + DEADLINE)
+            got = await acme.GetSession(mesh_pb2.GetSessionRequest(session_id=sid))
+            assert got.state == pb.READY and got.node_id == b.name, got
+            paused_for = time.monotonic() - started
+        finally:
+            mesh.resume(pids)
+
+        async def closed_on_a() -> bool:
+            got = await mesh.session_on(a, sid)
+            return got is not None and got.state == pb.STOPPED
+
+        await wait_for(closed_on_a, what="A to close the session")
+        on_a = await mesh.session_on(a, sid)
+        assert on_a is not None and on_a.last_error == LOST_REASON, on_a
+        assert await holders(mesh, sid) == {a.name: pb.STOPPED, b.name: pb.READY}
+
+        owner, fence, entry, seqs = await in_redis(redis, sid)
+        assert owner.startswith(f"{b.name}:") and fence == old_fence + 1, (owner, fence)
+        assert entry["node_id"] == b.name and entry["owner"] == owner, entry
+        assert entry["state"] == "READY", entry
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"stream: {seqs}"
+        store = RemoteSnapshotStore(
+            redis,
+            SnapshotCodec(SnapshotKeys.parse(mesh.key_spec)),
+            DEFAULT_SESSION_PREFIX,
+            3600,
+        )
+        assert await store.load("acme", sid) is not None, "the snapshot must still decode"
+    finally:
+        await redis.aclose()
+    log_a = (mesh.group.logs / f"{a.name}.log").read_text(errors="replace")
+    assert "lease taken by another node" in log_a
+    assert paused_for > PAUSE_LEASE_TTL + DEAD_AFTER
+    assert len(w.qrs()) == qrs, "a failover must not show a QR"
+    exactly_once(w)
+    assert w.events[-1].seq == seqs[-1]
+    assert failovers([router]) == 1
+    assert await conflicts(mesh.sandbox_url) == {}
 
 
 async def chaos(mesh: Mesh, watchers: Any, clients: Any, rounds: int) -> None:

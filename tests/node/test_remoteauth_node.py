@@ -387,3 +387,48 @@ async def _not(value: Any) -> bool:
 
 async def _equals(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_boot_resumes_only_its_own_live_remote_sessions(
+    sandbox: Any,
+    node_factory: Any,
+    redis: RedisClient,
+    redis_server: str,
+    prefixes: tuple[str, str],
+) -> None:
+    """A node back with the same id reads its session set: it resumes a live RemoteAuth session
+    its last epoch held (waiting out that lease) and one it handed off at SIGTERM that no router
+    has started elsewhere yet, and leaves alone one another node holds, one that stopped, and
+    one the directory places elsewhere."""
+    node_id = "node-back"
+    manager = LeaseManager(redis, prefixes[0], 60_000)
+    entries = {
+        "mine": (node_id, "READY", f"{node_id}:oldepoch"),
+        "held": (node_id, "READY", "node-other:1"),
+        "stopped": (node_id, "STOPPED", None),
+        "moved": ("node-other", "READY", None),
+        "handed-off": (node_id, "STOPPED", None),
+    }
+    for sid, (where, state, owner) in entries.items():
+        keys = keys_of(prefixes, sid)
+        await redis.hset(
+            f"{keys.tag}:dir",
+            mapping={"node_id": where, "auth_strategy": "REMOTE", "state": state, "labels": "{}"},
+        )
+        if sid == "handed-off":
+            await redis.hset(f"{keys.tag}:dir", "last_error", "moved to another node")
+        await redis.sadd(node_sessions_key(prefixes[1], node_id), f"{TENANT}/{sid}")
+        if owner is not None:
+            assert await manager.acquire(TENANT, sid, owner) is not None
+    # The old epoch's lease lapses soon; the other node's stays.
+    await redis.pexpire(keys_of(prefixes, "mine").lease, 1500)
+
+    a = await node_factory(sandbox.url, **remote_settings(redis_server, prefixes, node_id=node_id))
+    resuming = a.host._resuming
+    assert resuming is not None
+    await wait_for(resuming.done, what="the boot resume to finish")
+    assert sorted(s.info.session_id for s in a.host.all()) == ["handed-off", "mine"]
+    holder = await manager.holder(TENANT, "mine")
+    assert holder is not None and holder[0] == a.owner
+    assert a.host.get(TENANT, "mine").state != pb.FAILED
+    assert (await manager.holder(TENANT, "held")) == ("node-other:1", 1)

@@ -11,27 +11,24 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from node.crypto import new_key_spec
-from sessionmesh.procs import ProcessGroup, wait_http, wait_serving
+from sessionmesh.procs import (
+    ProcessGroup,
+    port_from_env,
+    run_until_interrupted,
+    wait_http,
+    wait_serving,
+)
 
 RUN_DIR = Path(os.environ.get("MESH_RUN_DIR", ".run"))
 HOST = "127.0.0.1"
 NODES = 3
 ROUTERS = 2
-
-
-def _port(name: str, default: int) -> int:
-    raw = os.environ.get(name, str(default))
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        sys.exit(f"make cluster: {name} must be a port number, got {raw!r}")
-    return int(raw)
 
 
 def _free_port() -> int:
@@ -85,18 +82,18 @@ def wait_redis(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) ->
 
 def main() -> None:
     RUN_DIR.mkdir(exist_ok=True)
-    sandbox_port = _port("SANDBOX_PORT", 8090)
-    router_ports = [_port(f"ROUTER{i}_PORT", 50050 + i) for i in range(1, ROUTERS + 1)]
-    node_ports = [_port(f"NODE{i}_PORT", 50060 + i) for i in range(1, NODES + 1)]
+    sandbox_port = port_from_env("SANDBOX_PORT", 8090, "make cluster")
+    router_ports = [
+        port_from_env(f"ROUTER{i}_PORT", 50050 + i, "make cluster") for i in range(1, ROUTERS + 1)
+    ]
+    node_ports = [
+        port_from_env(f"NODE{i}_PORT", 50060 + i, "make cluster") for i in range(1, NODES + 1)
+    ]
     token = os.environ.get("MESH_DEV_TOKEN") or "dev-" + secrets.token_urlsafe(24)
     snapshot_key = os.environ.get("MESH_SNAPSHOT_KEY") or new_key_spec("cluster1")
     group = ProcessGroup(RUN_DIR / "logs")
 
-    def interrupted(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
+    def start() -> None:
         redis_url = os.environ.get("REDIS_URL") or start_redis(group, RUN_DIR)
         sandbox_url = f"http://{HOST}:{sandbox_port}/"
         sb = group.spawn("sandbox", ["mesh-sandbox", "--port", str(sandbox_port)])
@@ -155,23 +152,8 @@ Try, in another terminal:
 Ctrl-C stops everything.""",
             flush=True,
         )
-        while not group.dead():
-            time.sleep(0.5)
-        print(f"stopping: {', '.join(group.dead())} exited (see {group.logs}/)")
-    except KeyboardInterrupt:
-        print("\nstopping...")
-    except RuntimeError as e:
-        print(f"make cluster: {e} (see {group.logs}/)")
-        _stop(group)
-        sys.exit(1)
-    _stop(group)
-    print("stopped.")
 
-
-def _stop(group: ProcessGroup) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    group.stop_all()
+    run_until_interrupted(group, "make cluster", start)
 
 
 if __name__ == "__main__":

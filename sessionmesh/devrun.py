@@ -7,39 +7,34 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import sys
-import time
 from pathlib import Path
 
-from sessionmesh.procs import ProcessGroup, wait_http, wait_serving
+from sessionmesh.procs import (
+    ProcessGroup,
+    port_from_env,
+    run_until_interrupted,
+    wait_http,
+    wait_serving,
+)
 
 RUN_DIR = Path(os.environ.get("MESH_RUN_DIR", ".run"))
 CONSOLE_APP = Path(__file__).resolve().parent.parent / "console" / "app.py"
 HOST = "127.0.0.1"
 
 
-def _port(name: str, default: int) -> int:
-    raw = os.environ.get(name, str(default))
-    if not raw.isdigit():
-        sys.exit(f"make run: {name} must be a port number, got {raw!r}")
-    return int(raw)
-
-
 def main() -> None:
     RUN_DIR.mkdir(exist_ok=True)
-    sandbox_port = _port("SANDBOX_PORT", 8090)
-    router_port = _port("ROUTER_PORT", 50051)
-    node_ports = [_port("NODE1_PORT", 50061), _port("NODE2_PORT", 50062)]
-    console_port = _port("CONSOLE_PORT", 8501)
+    sandbox_port = port_from_env("SANDBOX_PORT", 8090, "make run")
+    router_port = port_from_env("ROUTER_PORT", 50051, "make run")
+    node_ports = [
+        port_from_env("NODE1_PORT", 50061, "make run"),
+        port_from_env("NODE2_PORT", 50062, "make run"),
+    ]
+    console_port = port_from_env("CONSOLE_PORT", 8501, "make run")
     token = os.environ.get("MESH_DEV_TOKEN") or "dev-" + secrets.token_urlsafe(24)
     group = ProcessGroup(RUN_DIR / "logs")
 
-    def interrupted(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupted)
-    try:
+    def start() -> None:
         sandbox_url = f"http://{HOST}:{sandbox_port}/"
         sb = group.spawn("sandbox", ["mesh-sandbox", "--port", str(sandbox_port)])
         wait_http(sandbox_url + "healthz", sb, "sandbox")
@@ -106,23 +101,8 @@ Try, in another terminal:
 Ctrl-C stops everything.""",
             flush=True,
         )
-        while not group.dead():
-            time.sleep(0.5)
-        print(f"stopping: {', '.join(group.dead())} exited (see {group.logs}/)")
-    except KeyboardInterrupt:
-        print("\nstopping...")
-    except RuntimeError as e:
-        print(f"make run: {e} (see {group.logs}/)")
-        _stop(group)
-        sys.exit(1)
-    _stop(group)
-    print("stopped.")
 
-
-def _stop(group: ProcessGroup) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    group.stop_all()
+    run_until_interrupted(group, "make run", start)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -109,3 +110,40 @@ def wait_serving(
                 pass
             time.sleep(0.1)
     raise RuntimeError(f"{what} was not SERVING at {address} within {timeout:.0f}s")
+
+
+def port_from_env(name: str, default: int, what: str) -> int:
+    raw = os.environ.get(name, str(default))
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        sys.exit(f"{what}: {name} must be a port number, got {raw!r}")
+    return int(raw)
+
+
+def run_until_interrupted(group: ProcessGroup, what: str, start: Callable[[], None]) -> None:
+    """Run `start` (it spawns the parts, waits for them and prints what to try), then wait for
+    Ctrl-C, SIGTERM or a part exiting, and stop every part in reverse order. A start-up failure
+    stops what had started and exits 1."""
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        start()
+        while not group.dead():
+            time.sleep(0.5)
+        print(f"stopping: {', '.join(group.dead())} exited (see {group.logs}/)")
+    except KeyboardInterrupt:
+        print("\nstopping...")
+    except RuntimeError as e:
+        print(f"{what}: {e} (see {group.logs}/)")
+        _stop(group)
+        sys.exit(1)
+    _stop(group)
+    print("stopped.")
+
+
+def _stop(group: ProcessGroup) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    group.stop_all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 _PROC = Path("/proc")
@@ -56,3 +57,19 @@ def browser_pss(root_pid: int | None = None) -> int:
     """PSS of every Chromium process below `root_pid` (default: this process)."""
     pids = descendants(root_pid if root_pid is not None else os.getpid())
     return sum(pss_bytes(p) for p in pids if _is_browser(p))
+
+
+class BrowserMemory:
+    """`browser_pss()` recomputed at most every `ttl` seconds: routers poll node status every
+    second and metrics are scraped too, and walking /proc costs a read per Chromium process."""
+
+    def __init__(self, ttl: float = 2.0) -> None:
+        self._ttl = ttl
+        self._at = -float("inf")
+        self._value = 0
+
+    def get(self) -> int:
+        now = time.monotonic()
+        if now - self._at >= self._ttl:
+            self._value, self._at = browser_pss(), now
+        return self._value

@@ -19,7 +19,7 @@ from node.catalog import LocalCatalog
 from node.host import SessionHost
 from node.lease import new_owner
 from node.membership import Membership
-from node.memory import browser_pss
+from node.memory import BrowserMemory
 from node.remote import RemoteAuth
 from node.service import NodeService
 from node.settings import NodeSettings
@@ -52,6 +52,7 @@ class NodeServer:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._pool = BrowserPool(executable=settings.chromium_path)
+        self._memory = BrowserMemory()
         root = settings.storage_path
         self.owner = new_owner(settings.node_id)  # node_id:epoch, new on every start
         self.remote: RemoteAuth | None = None
@@ -112,6 +113,7 @@ class NodeServer:
             address=lambda: self.address,
             serving=lambda: self._serving,
             drained=self.set_not_serving,
+            memory=self._memory.get,
         )
         node_pb2_grpc.add_SessionNodeServicer_to_server(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -126,7 +128,7 @@ class NodeServer:
         await server.start()
         self._server = server
         self._unwatch = telemetry.mesh_metrics().watch_node(
-            self.node_id, self.host, self._pool, browser_pss
+            self.node_id, self.host, self._pool, self._memory.get
         )
         # Resumed sessions' runners inherit this span: one trace for the node's boot.
         with telemetry.phase("resume sessions", node_id=self.node_id) as span:

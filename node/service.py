@@ -16,7 +16,6 @@ from node.errors import (
     SessionNotFound,
 )
 from node.host import SessionHost
-from node.memory import browser_pss
 from node.remote_store import StaleFence, StoreError
 from sessionmesh.telemetry import mesh_metrics
 from sessionmesh.v1 import common_pb2 as pb
@@ -63,8 +62,10 @@ class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         address: Callable[[], str],
         serving: Callable[[], bool],
         drained: Callable[[], Awaitable[None]] | None = None,
+        memory: Callable[[], int] = lambda: 0,
     ) -> None:
         self._host = host
+        self._memory = memory
         self._address = address
         self._serving = serving
         self._drained = drained
@@ -174,5 +175,5 @@ class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
             health=self.health(),  # type: ignore[arg-type]
             sessions=self._host.held(),
             capacity=self._host.settings.max_sessions,
-            memory_bytes=browser_pss(),
+            memory_bytes=self._memory(),
         )

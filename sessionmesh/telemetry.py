@@ -464,28 +464,12 @@ def _state_name(value: int) -> str:
         return str(value)
 
 
-class _Cached:
-    """A value recomputed at most every `ttl` seconds (the /proc walk for browser memory)."""
-
-    def __init__(self, compute: Callable[[], int], ttl: float = 5.0) -> None:
-        self._compute = compute
-        self._ttl = ttl
-        self._at = -float("inf")
-        self._value = 0
-
-    def get(self) -> int:
-        now = time.monotonic()
-        if now - self._at >= self._ttl:
-            self._value, self._at = self._compute(), now
-        return self._value
-
-
 @dataclass
 class _NodeSources:
     node_id: str
     host: HostLike
     pool: PoolLike
-    memory: _Cached
+    memory: Callable[[], int]
 
 
 class MeshMetrics:
@@ -562,8 +546,9 @@ class MeshMetrics:
     def watch_node(
         self, node_id: str, host: HostLike, pool: PoolLike, memory: Callable[[], int]
     ) -> Callable[[], None]:
-        """Observe a node's host and browser pool; returns the function that stops it."""
-        sources = _NodeSources(node_id, host, pool, _Cached(memory))
+        """Observe a node's host and browser pool (`memory`: a cheap reader, e.g. BrowserMemory.get);
+        returns the function that stops it."""
+        sources = _NodeSources(node_id, host, pool, memory)
         key = id(sources)
         with self._lock:
             self._nodes[key] = sources
@@ -626,7 +611,7 @@ class MeshMetrics:
 
     def _memory(self, _options: CallbackOptions) -> Iterable[Observation]:
         for src in self._node_sources():
-            yield Observation(src.memory.get(), {"node": src.node_id})
+            yield Observation(src.memory(), {"node": src.node_id})
 
     def _clients(self) -> list[NodeClientLike]:
         with self._lock:

@@ -2,10 +2,14 @@
 
 Rebuilt from every node's ListSessions at start, merged again whenever a node is polled back
 to health and periodically. A session found on two nodes keeps the entry it already has.
+Watchers waiting to re-open a broken stream wait on `wait_moved`, which `set` (a session placed
+on another node) and `wake` (its node declared dead) end at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -18,12 +22,42 @@ class Affinity:
     def __init__(self) -> None:
         self._where: dict[Key, str] = {}
         self._strategy: dict[Key, int] = {}  # auth strategy, where known (dead-node reports)
+        self._moves: dict[Key, tuple[asyncio.Event, int]] = {}  # event, waiters
 
     def get(self, tenant: str, session_id: str) -> str | None:
         return self._where.get((tenant, session_id))
 
     def set(self, tenant: str, session_id: str, node_id: str) -> None:
-        self._where[(tenant, session_id)] = node_id
+        key = (tenant, session_id)
+        previous = self._where.get(key)
+        self._where[key] = node_id
+        if previous != node_id:
+            self.wake([key])
+
+    def wake(self, keys: Iterable[Key]) -> None:
+        """End the `wait_moved` of these sessions' watchers."""
+        for key in keys:
+            found = self._moves.pop(key, None)
+            if found is not None:
+                found[0].set()
+
+    async def wait_moved(self, tenant: str, session_id: str, timeout: float) -> bool:
+        """Wait up to `timeout` s for the session to move (or its node to die); True if it did."""
+        key = (tenant, session_id)
+        event, waiters = self._moves.get(key, (asyncio.Event(), 0))
+        self._moves[key] = (event, waiters + 1)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await event.wait()
+            return event.is_set()
+        finally:
+            current = self._moves.get(key)
+            if current is not None and current[0] is event:
+                if current[1] <= 1:
+                    del self._moves[key]
+                else:
+                    self._moves[key] = (event, current[1] - 1)
 
     def note_strategy(self, tenant: str, session_id: str, strategy: int) -> None:
         if strategy:

@@ -489,6 +489,7 @@ class NodePool:
                 log.info("node %s: %s -> %s", node_id, before.value, liveness.state.value)
             if died:
                 log.warning("node %s (epoch %s) is declared dead", node_id, liveness.epoch)
+                self.affinity.wake(self.affinity.on_node(node_id))
                 self._spawn_death(node_id, liveness.epoch)
 
     def _spawn_death(self, node_id: str, epoch: str) -> None:

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+# With a directory, a watcher whose node is gone looks the session up again at least this often,
+# so it follows a failover run by another router; the router's own moves wake it at once.
+RELOCATE_INTERVAL = 1.0
 _PAGE_PREFIX = "after:"
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -110,12 +113,16 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
         mover: Mover,
         admin_tenants: frozenset[str] = frozenset(),
         backoff: Backoff | None = None,
+        relocate_interval: float = RELOCATE_INTERVAL,
     ) -> None:
         self._pool = pool
         self._directory = pool.directory
         self._mover = mover
         self._admins = admin_tenants
-        self._backoff = backoff or Backoff()
+        # How a watcher re-opens a broken stream: backoff, looking up the session again at
+        # least every `relocate_interval` s when there is a directory (or when woken by a move).
+        self.backoff = backoff or Backoff()
+        self.relocate_interval = relocate_interval
         self._creating = KeyedLocks()
         self.admitting = True
 
@@ -203,6 +210,11 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
                 entry = await self._directory.get(tenant, session_id)
             except RedisUnavailable as e:
                 log.info("locating %s/%s: %s; using the cache", tenant, session_id, e)
+            if entry is not None and cached is not None and cached != entry.node_id:
+                if self._pool.is_dead(entry.node_id) and not self._pool.is_dead(cached):
+                    # This router moved it off the dead node; the new node has not yet
+                    # written its claim to the directory.
+                    return cached, entry
             if entry is not None:
                 self._pool.affinity.set(tenant, session_id, entry.node_id)
                 self._pool.affinity.note_strategy(tenant, session_id, entry.auth_strategy)
@@ -380,7 +392,7 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
         attempt = 0
         connected_once = False
         # With a directory, re-locate often rather than wait long on a node that may be gone.
-        connect_timeout = 1.0 if self._directory is not None else self._backoff.attempt_timeout
+        connect_timeout = 1.0 if self._directory is not None else self.backoff.attempt_timeout
         while True:
             try:
                 node_id, entry = await self._locate(tenant, session_id, refresh=attempt > 0)
@@ -420,7 +432,10 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
             except NodeUnreachable as e:
                 log.info("watch %s/%s: %s; retrying", tenant, session_id, e)
             attempt += 1
-            await asyncio.sleep(self._backoff.delay(attempt))
+            delay = self.backoff.delay(attempt)
+            if self._directory is not None:
+                delay = min(delay, self.relocate_interval)
+            await self._pool.affinity.wait_moved(tenant, session_id, delay)
 
     async def _moved_from(self, tenant: str, session_id: str, node_id: str) -> bool:
         """True when the directory says the session now lives on another node."""

@@ -16,6 +16,7 @@ from node.lease import LeaseManager
 from node.remote import LOST_REASON, dir_key, events_key
 from node.remote_store import RemoteSnapshotStore, SessionKeys
 from router.membership import Liveness
+from router.nodes import Backoff
 from router.server import RouterServer
 from sessionmesh.redis_conn import DEFAULT_SESSION_PREFIX, RedisClient, create_redis
 from sessionmesh.v1 import common_pb2 as pb
@@ -161,6 +162,31 @@ async def test_kill_9_brings_remote_sessions_back_ready_elsewhere_exactly_once(
     assert await conflicts(mesh.sandbox_url) == {}
     for r in (r1, r2):
         assert r.pool.liveness(victim.name) is Liveness.DEAD
+
+
+async def test_watchers_follow_a_failover_at_once_not_at_their_next_retry(
+    mesh: Mesh, watchers: Any, clients: Any
+) -> None:
+    """A watcher whose node died waits out its retry delay only until the session moves: the
+    router that moves it wakes it. With retries 10 min apart, only that wake brings READY."""
+    nodes = await cluster(mesh, 2)
+    router = await mesh.router()
+    router.service.backoff = Backoff(initial=600.0, maximum=600.0, jitter=0.0)
+    router.service.relocate_interval = 600.0
+    await admitted(router, nodes)
+    acme = clients(router.address)
+    victim = nodes[0]
+    sid = (await create_on(acme, victim.name, pb.REMOTE, 1, "wake"))[0]
+    w = await link(acme, watchers, mesh.sandbox_url, sid)
+    qrs = len(w.qrs())
+
+    mesh.kill(victim)
+    await ready_twice(w)
+    assert len(w.qrs()) == qrs, "a failover must not show a QR"
+    exactly_once(w)
+    got = await acme.GetSession(mesh_pb2.GetSessionRequest(session_id=sid))
+    assert got.state == pb.READY and got.node_id == nodes[1].name, got
+    assert await conflicts(mesh.sandbox_url) == {}
 
 
 async def test_drain_moves_remote_sessions_and_sets_not_serving(

@@ -9,6 +9,7 @@ holding the five-field QR payload; and `last-wid-md` in localStorage for the lin
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ class WhatsAppPage:
     def __init__(self, page: Page, on_event: Callable[[PageEvent], None]) -> None:
         self._page = page
         self._on_event = on_event
+        self._hooked = asyncio.Event()
 
     async def open(self, url: str, *, timeout: float) -> None:
         """Load the app and subscribe to it. The page's state at that moment arrives as a
@@ -117,12 +119,15 @@ class WhatsAppPage:
         await self._page.expose_binding(BINDING, self._binding)
         await self._page.add_init_script(script=_INIT_JS)
         try:
-            await self._page.goto(url, wait_until="commit", timeout=timeout * 1000)
-            await self._page.wait_for_function(
-                "() => window.__sessionMeshHooked === true", timeout=timeout * 1000
-            )
+            async with asyncio.timeout(timeout):
+                await self._page.goto(url, wait_until="commit", timeout=timeout * 1000)
+                # The hook reports itself through the binding; waiting on that (not on a
+                # wait_for_function, which polls every animation frame) costs no CPU.
+                await self._hooked.wait()
         except PlaywrightError as e:
             raise PageError(f"WhatsApp Web did not load from {url}: {_short(e)}") from e
+        except TimeoutError as e:
+            raise PageError(f"WhatsApp Web did not load from {url} within {timeout:g}s") from e
 
     async def logout(self) -> None:
         """Unlink this device, as WhatsApp Web's own menu does (Socket.logout)."""
@@ -159,6 +164,7 @@ class WhatsAppPage:
 
     def _binding(self, _source: Any, kind: str, value: Any) -> None:
         if kind == "hooked" and isinstance(value, dict):
+            self._hooked.set()
             self._on_event(PageEvent("state", value.get("state")))
             if value.get("qr"):
                 self._on_event(PageEvent("qr", value["qr"]))

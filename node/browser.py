@@ -9,6 +9,7 @@ from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 
+from node import storage_state as storage
 from sessionmesh import chromium
 
 log = logging.getLogger(__name__)
@@ -62,28 +63,50 @@ class BrowserPool:
     async def new_context(self, storage_state: dict[str, Any] | None = None) -> BrowserContext:
         async with self._lock:  # not while a relaunch is half done
             browser = self.browser
-        # Snapshots carry their own IndexedDB; Playwright restores it into the new context.
         return await browser.new_context(storage_state=storage_state)  # type: ignore[arg-type]
 
     async def open_page(
         self, storage_state: dict[str, Any] | None = None
     ) -> tuple[BrowserContext, Page]:
-        """A new context and its page: the warm spare when there is no saved login to load."""
-        if storage_state is None and self._spare is not None:
-            spare, self._spare = self._spare, None
+        """A new context and its page, the warm spare when there is one, with `storage_state`
+        (a saved login) loaded into it through that page (node.storage_state)."""
+        if storage_state is not None:
+            reason = storage.unsupported(storage_state)
+            if reason:
+                log.info("saved login loaded by Playwright: %s", reason)
+                return await self._fresh_page(storage_state)
+        context, page = await self._take_spare() or await self._fresh_page()
+        if storage_state is not None:
             try:
-                context, page = await spare
-            except Exception:
-                log.debug("spare page was lost; opening a new one")
-            else:
-                if not page.is_closed():
-                    self._refill()
-                    return context, page
+                await storage.load(context, page, storage_state)
+            except BaseException:
+                await _close_quietly(context)
+                raise
+        return context, page
+
+    async def _take_spare(self) -> tuple[BrowserContext, Page] | None:
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        try:
+            context, page = await spare
+        except Exception:
+            log.debug("spare page was lost; opening a new one")
+            return None
+        self._refill()
+        if page.is_closed():
+            await _close_quietly(context)
+            return None
+        return context, page
+
+    async def _fresh_page(
+        self, storage_state: dict[str, Any] | None = None
+    ) -> tuple[BrowserContext, Page]:
         context = await self.new_context(storage_state)
         try:
             page = await context.new_page()
         except BaseException:
-            await context.close()
+            await _close_quietly(context)
             raise
         self._refill()
         return context, page
@@ -97,7 +120,11 @@ class BrowserPool:
 
     async def _make_spare(self) -> tuple[BrowserContext, Page]:
         context = await self.new_context()
-        return context, await context.new_page()
+        try:
+            return context, await context.new_page()
+        except BaseException:
+            await _close_quietly(context)
+            raise
 
     async def _drop_spare(self) -> None:
         spare, self._spare = self._spare, None
@@ -108,10 +135,7 @@ class BrowserPool:
             context, _page = await spare
         except BaseException:
             return
-        try:
-            await context.close()
-        except Exception:
-            log.debug("spare context was already gone")
+        await _close_quietly(context)
 
     async def _launch(self) -> None:
         assert self._playwright is not None
@@ -169,3 +193,10 @@ class BrowserPool:
                 log.debug("chromium was already gone at close")
         if self._playwright is not None:
             await self._playwright.stop()
+
+
+async def _close_quietly(context: BrowserContext) -> None:
+    try:
+        await context.close()
+    except Exception:
+        log.debug("context was already gone")

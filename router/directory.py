@@ -5,7 +5,7 @@ Keys (docs/remoteauth.md; `M` = MESH_REDIS_PREFIX, `P` = REDIS_SESSION_PREFIX)::
     M{nodes}                 set of node ids                       written by nodes
     M{node:ID}               hash address, epoch, capacity; EX     written by nodes (heartbeat)
     M{node:ID}:sessions      set of "tenant/session_id"            written by nodes
-    M{failover:ID:EPOCH}     SET NX EX 120                         written by routers (this file)
+    M{failover:ID:EPOCH}     SET NX EX 120 (the claimant's token)  written by routers (this file)
     P{tenant/session_id}:dir hash node_id, owner, auth_strategy... written by the owner node
 
 Everything here but the failover claim is read-only. Redis errors become `RedisUnavailable`.
@@ -17,13 +17,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from router.errors import RedisUnavailable
 from router.membership import Heartbeat
@@ -33,6 +34,9 @@ from sessionmesh.v1 import common_pb2 as pb
 log = logging.getLogger(__name__)
 
 FAILOVER_CLAIM_TTL = 120  # seconds a router holds one dead node's failover
+# What "Redis is down" raises; a cluster client that reaches no node raises RedisClusterException,
+# which is no RedisError.
+_REDIS_DOWN = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 def _text(value: Any) -> str:
@@ -135,7 +139,7 @@ def redis_errors(what: str) -> Iterator[None]:
     """Redis transport and server errors become RedisUnavailable (the one place that does)."""
     try:
         yield
-    except (RedisError, OSError, TimeoutError) as e:
+    except _REDIS_DOWN as e:
         raise RedisUnavailable(f"Redis is unreachable ({what}: {type(e).__name__})") from e
 
 
@@ -149,6 +153,7 @@ class Directory:
         self._session_prefix = session_prefix
         self._mesh = mesh_prefix
         self._timeout = timeout
+        self._claimant = secrets.token_hex(8)  # the value of the failover claims this one wins
         self._closed = False
 
     def dir_key(self, tenant: str, session_id: str) -> str:
@@ -172,7 +177,7 @@ class Directory:
         try:
             async with asyncio.timeout(self._timeout):
                 return bool(await self._redis.ping())
-        except (RedisError, OSError, TimeoutError):
+        except _REDIS_DOWN:
             return False
 
     async def members(self) -> dict[str, Heartbeat | None]:
@@ -219,12 +224,14 @@ class Directory:
         return bool(found)
 
     async def claim_failover(self, node_id: str, epoch: str) -> bool:
-        """True for the one router that takes this death's failover."""
+        """True for the one router that takes this death's failover, also when it asks again
+        (a SET retried after its reply was lost finds this router's own claim)."""
+        key = self.failover_key(node_id, epoch)
         with redis_errors(f"claiming node {node_id}'s failover"):
             async with asyncio.timeout(self._timeout):
-                won = await self._redis.set(
-                    self.failover_key(node_id, epoch), "1", nx=True, ex=FAILOVER_CLAIM_TTL
-                )
+                won = await self._redis.set(key, self._claimant, nx=True, ex=FAILOVER_CLAIM_TTL)
+                if not won:
+                    won = _text(await self._redis.get(key)) == self._claimant
         return bool(won)
 
     async def aclose(self) -> None:

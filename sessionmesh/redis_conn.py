@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from sessionmesh.config import ConfigError, env_bool, env_float, env_int, env_str
@@ -219,6 +219,6 @@ async def ping(client: RedisClient, *, within: float = 2.0) -> bool:
     try:
         async with asyncio.timeout(within):
             return bool(await client.ping())
-    except (RedisError, OSError, TimeoutError) as e:
+    except (RedisError, RedisClusterException, OSError, TimeoutError) as e:
         log.debug("redis ping failed: %s", type(e).__name__)
         return False

@@ -49,9 +49,11 @@ def _chromium_version() -> str:
     from sessionmesh.chromium import executable_path
 
     try:
-        path = executable_path() or "chromium"
+        path = executable_path()
+        if path is None:
+            return "Playwright's Chromium"
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
-        return out.stdout.strip() or "Chromium (version unknown)"
+        return f"{out.stdout.strip() or 'Chromium (version unknown)'} ({path})"
     except (OSError, subprocess.SubprocessError, FileNotFoundError):
         return "Playwright's Chromium"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from playwright.async_api import BrowserContext
+from playwright.async_api import BrowserContext, Route
 
 from node import storage_state
 from node.browser import BrowserPool
@@ -98,12 +98,13 @@ async () => {
 """
 
 
+async def blank(route: Route) -> None:
+    """Serves any page of the origin as an empty document."""
+    await route.fulfill(status=200, content_type="text/html", body="<html></html>")
+
+
 async def dump(context: BrowserContext, origin: str) -> Any:
     page = context.pages[0] if context.pages else await context.new_page()
-
-    async def blank(route: Any) -> None:
-        await route.fulfill(status=200, content_type="text/html", body="<html></html>")
-
     await page.route(f"{origin}/**", blank)
     await page.goto(f"{origin}/")
     return await page.evaluate(_DUMP_JS)
@@ -116,10 +117,6 @@ async def saved_login(pool: BrowserPool, origin: str) -> tuple[dict[str, Any], A
         await context.add_cookies(
             [{"name": "wa_lang", "value": "en", "url": origin}]  # type: ignore[list-item]
         )
-
-        async def blank(route: Any) -> None:
-            await route.fulfill(status=200, content_type="text/html", body="<html></html>")
-
         await page.route(f"{origin}/**", blank)
         await page.goto(f"{origin}/")
         await page.evaluate(_FILL_JS)

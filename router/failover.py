@@ -15,7 +15,14 @@ from typing import TypeVar
 
 from router.affinity import Key
 from router.directory import Directory, DirEntry
-from router.errors import NodeFull, NodeNotFound, NodeUnreachable, RedisUnavailable
+from router.errors import (
+    ClusterFull,
+    NodeFull,
+    NodeNotFound,
+    NodeUnavailable,
+    NodeUnreachable,
+    RedisUnavailable,
+)
 from router.nodes import LIVE_STATES, NodeClient, NodePool
 from router.placement import placement_key
 from sessionmesh.telemetry import mesh_metrics
@@ -27,6 +34,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
+# A failover move refused for want of room or of a node that answers is tried again, with these
+# delays (s), for as long as the dead node stays dead and the session is still its own.
+RETRIED = (ClusterFull, NodeUnavailable)
+RETRY_FIRST = 1.0
+RETRY_CAP = 30.0
 DEFAULT_DRAIN_PARALLELISM = 4
 MAX_DRAIN_PARALLELISM = 32
 # Sessions in use come back first.
@@ -90,6 +102,7 @@ class Mover:
         self._pool = pool
         self._directory = directory
         self.parallelism = parallelism
+        self.retry_first, self.retry_cap = RETRY_FIRST, RETRY_CAP
         self.completed: list[tuple[str, str]] = []  # (node_id, epoch) failovers this router ran
 
     async def start_elsewhere(
@@ -159,16 +172,53 @@ class Mover:
             mesh_metrics().failover(entry.auth_strategy, "node_dead")
             return client
 
-        results = await bounded(plan.move, self.parallelism, move)
-        for ((tenant, session_id), _), result in zip(plan.move, results, strict=True):
-            if isinstance(result, Exception):
-                log.error("failover of %s/%s failed: %s", tenant, session_id, result)
-            else:
-                log.info("failover: %s/%s now on %s", tenant, session_id, result.label)
         for tenant, session_id in plan.stay:
             self._pool.affinity.note_strategy(tenant, session_id, pb.LOCAL)
+        pending = plan.move
+        delay = self.retry_first
+        while True:
+            results = await bounded(pending, self.parallelism, move)
+            retry: list[tuple[Key, DirEntry]] = []
+            for item, result in zip(pending, results, strict=True):
+                (tenant, session_id), _ = item
+                if not isinstance(result, Exception):
+                    log.info("failover: %s/%s now on %s", tenant, session_id, result.label)
+                elif isinstance(result, RETRIED):
+                    log.warning(
+                        "failover of %s/%s: %s; retrying in %.0fs",
+                        tenant,
+                        session_id,
+                        result,
+                        delay,
+                    )
+                    retry.append(item)
+                else:
+                    log.error("failover of %s/%s failed: %s", tenant, session_id, result)
+            if not retry:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_cap)
+            pending = await self._still_on(node_id, retry)
+            if not pending:
+                break
         self.completed.append((node_id, epoch))
         return plan
+
+    async def _still_on(
+        self, node_id: str, items: list[tuple[Key, DirEntry]]
+    ) -> list[tuple[Key, DirEntry]]:
+        """The items still to move: not if the node came back, nor for sessions that a client
+        started elsewhere meanwhile (or stopped). Redis down: all of them, tried again."""
+        if not self._pool.is_dead(node_id):
+            log.info("node %s is back; its remaining sessions stay with it", node_id)
+            return []
+        assert self._directory is not None
+        try:
+            found = await asyncio.gather(*(self._directory.get(*key) for key, _ in items))
+        except RedisUnavailable:
+            return items
+        plan = plan_failover(node_id, {key: e for (key, _), e in zip(items, found, strict=True)})
+        return plan.move
 
     async def failover_quietly(self, node_id: str, epoch: str) -> None:
         """`failover` as a NodePool death handler."""

@@ -189,6 +189,42 @@ async def test_watchers_follow_a_failover_at_once_not_at_their_next_retry(
     assert await conflicts(mesh.sandbox_url) == {}
 
 
+async def test_a_failover_refused_for_want_of_room_is_retried_until_room_frees(
+    mesh: Mesh, watchers: Any, clients: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The only other node is full when A dies: the move is tried again, and once a session
+    there stops, A's session comes back READY on it, with no QR and no gap."""
+    a = await mesh.node("node-a")
+    b = await mesh.node("node-b", MAX_CONCURRENT_SESSIONS="1")
+    await mesh.wait_serving(a, b)
+    router = await mesh.router()
+    await admitted(router, [a, b])
+    acme = clients(router.address)
+    filler = (await create_on(acme, b.name, pb.REMOTE, 1, "filler"))[0]
+    await link(acme, watchers, mesh.sandbox_url, filler)  # READY: it holds B's one place
+    sid = (await create_on(acme, a.name, pb.REMOTE, 1, "moved"))[0]
+    w = await link(acme, watchers, mesh.sandbox_url, sid)
+    qrs = len(w.qrs())
+    listed = await acme.ListSessions(mesh_pb2.ListSessionsRequest())
+    for stray in {s.session_id for s in listed.sessions} - {filler, sid}:  # create_on's others
+        await acme.StopSession(mesh_pb2.StopSessionRequest(session_id=stray))
+
+    mesh.kill(a)
+    await wait_for(
+        lambda: f"failover of acme/{sid}: " in caplog.text and "retrying in" in caplog.text,
+        what="a failover refused for want of room",
+    )
+    assert w.states().count(pb.READY) == 1
+    await acme.StopSession(mesh_pb2.StopSessionRequest(session_id=filler))
+    await ready_twice(w)
+    got = await acme.GetSession(mesh_pb2.GetSessionRequest(session_id=sid))
+    assert got.state == pb.READY and got.node_id == b.name, got
+    assert len(w.qrs()) == qrs, "a failover must not show a QR"
+    exactly_once(w)
+    await wait_for(lambda: failovers([router]) == 1, what="the failover to finish")
+    assert await conflicts(mesh.sandbox_url) == {}
+
+
 async def test_drain_moves_remote_sessions_and_sets_not_serving(
     mesh: Mesh, watchers: Any, clients: Any
 ) -> None:

@@ -267,9 +267,15 @@ def per_session_memory(nodes: Iterable[pb.NodeStatus]) -> float | None:
 
     An upper estimate: a node's figure includes its warm browser's own base memory.
     """
+    memory, sessions = live_memory(nodes)
+    return memory / sessions if sessions else None
+
+
+def live_memory(nodes: Iterable[pb.NodeStatus]) -> tuple[int, int]:
+    """(browser bytes, sessions held) over the reachable nodes that hold sessions."""
     memory = sessions = 0
     for n in nodes:
         if n.health != pb.UNREACHABLE and n.sessions > 0 and n.memory_bytes > 0:
             memory += n.memory_bytes
             sessions += n.sessions
-    return memory / sessions if sessions else None
+    return memory, sessions

@@ -21,6 +21,8 @@ DEFAULT_SESSION_MEMORY = 140 * MIB
 DEFAULT_SESSION_CPU = 0.07  # cores
 RESERVE_MEMORY = 1 * GIB
 RESERVE_CPU = 0.5  # cores
+# From this many sessions held, the nodes' own memory per session is the figure to plan with.
+LIVE_TRUSTED_SESSIONS = 20
 DEFAULT_HEADROOM = 0.2  # the console warns at 80% of capacity: plan to stay below it
 
 SEED_SESSIONS_PER_SERVER = 50  # MAX_CONCURRENT_SESSIONS=50 (§2.1, §3.3 "per node")
@@ -134,14 +136,25 @@ def parse_benchmarks(text: str) -> tuple[float | None, float | None]:
 
 
 def resolve_figures(
-    benchmarks: tuple[float | None, float | None] | None, live_memory: float | None
+    benchmarks: tuple[float | None, float | None] | None,
+    live_memory: float | None,
+    live_sessions: int = 0,
 ) -> Figures:
-    """Each figure from docs/benchmarks.md, else live from the nodes, else the documented default."""
+    """Each figure from where it is best measured, and say where it came from.
+
+    Memory: the live nodes once they hold `LIVE_TRUSTED_SESSIONS` sessions (this deployment's
+    own pages, with the browsers' base memory spread thin), else docs/benchmarks.md (measured on
+    the sandbox's page, far lighter than WhatsApp Web's), else the live nodes however few, else
+    the documented default. CPU: docs/benchmarks.md, else the documented default.
+    """
     bench_mem, bench_cpu = benchmarks or (None, None)
-    if bench_mem:
-        memory, memory_source = bench_mem, "docs/benchmarks.md"
+    live_source = f"live nodes: memory / {live_sessions} sessions held"
+    if live_memory and live_sessions >= LIVE_TRUSTED_SESSIONS:
+        memory, memory_source = live_memory, live_source
+    elif bench_mem:
+        memory, memory_source = bench_mem, "docs/benchmarks.md, sandbox page"
     elif live_memory:
-        memory, memory_source = live_memory, "live nodes (memory / sessions held)"
+        memory, memory_source = live_memory, live_source
     else:
         memory, memory_source = DEFAULT_SESSION_MEMORY, "documented default (seed §2.1)"
     if bench_cpu:

@@ -31,8 +31,8 @@ def figures() -> planner.Figures:
     nodes, error = attempt(ui.client().cluster)
     if error is not None:
         st.caption(f"Live figures unavailable ({error.code}); using the next source.")
-    live = metrics.per_session_memory(nodes or [])
-    return planner.resolve_figures(bench, live)
+    memory, sessions = metrics.live_memory(nodes or [])
+    return planner.resolve_figures(bench, memory / sessions if sessions else None, sessions)
 
 
 def render() -> None:

@@ -174,12 +174,22 @@ def test_benchmarks_figures_are_read_from_prose_or_tables(
 
 
 def test_figures_come_from_benchmarks_then_live_then_defaults_and_say_so() -> None:
-    both = p.resolve_figures((200 * p.MIB, 0.05), 300 * p.MIB)
-    assert (both.memory_bytes, both.memory_source) == (200 * p.MIB, "docs/benchmarks.md")
+    both = p.resolve_figures((200 * p.MIB, 0.05), 300 * p.MIB, p.LIVE_TRUSTED_SESSIONS - 1)
+    assert both.memory_bytes == 200 * p.MIB
+    assert both.memory_source == "docs/benchmarks.md, sandbox page"
     assert both.cpu_source == "docs/benchmarks.md"
-    live = p.resolve_figures((None, None), 300 * p.MIB)
-    assert live.memory_bytes == 300 * p.MIB and live.memory_source.startswith("live")
+    live = p.resolve_figures((None, None), 300 * p.MIB, 3)
+    assert live.memory_bytes == 300 * p.MIB
+    assert live.memory_source == "live nodes: memory / 3 sessions held"
     assert live.cpu_source.startswith("documented default")
     none = p.resolve_figures(None, None)
     assert none.memory_bytes == p.DEFAULT_SESSION_MEMORY
     assert none.memory_source.startswith("documented default")
+
+
+def test_enough_live_sessions_outweigh_the_sandbox_benchmark() -> None:
+    """A mesh hosting real pages plans with their memory, not the sandbox page's."""
+    got = p.resolve_figures((24 * p.MIB, 0.001), 350 * p.MIB, p.LIVE_TRUSTED_SESSIONS)
+    assert got.memory_bytes == 350 * p.MIB
+    assert got.memory_source == f"live nodes: memory / {p.LIVE_TRUSTED_SESSIONS} sessions held"
+    assert got.cpu_source == "docs/benchmarks.md"

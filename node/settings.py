@@ -47,9 +47,9 @@ class NodeSettings:
     redis: RedisSettings | None = None
     snapshot_keys: SnapshotKeys | None = field(default=None, repr=False, compare=False)
     mesh_prefix: str = "mesh:"
-    heartbeat_interval: float = 2.0
-    heartbeat_ttl: float = 6.0
-    lease_ttl: float = 15.0
+    heartbeat_interval: float = 1.0
+    heartbeat_ttl: float = 3.0
+    lease_ttl: float = 6.0
 
     def __post_init__(self) -> None:
         if self.redis is not None and self.snapshot_keys is None:

@@ -75,7 +75,7 @@ class RouterSettings:
     # None: no Redis (static MESH_NODES, in-memory affinity, no failover).
     redis: RedisSettings | None = None
     mesh_prefix: str = DEFAULT_MESH_PREFIX  # MESH_REDIS_PREFIX
-    dead_after: float = 6.0  # MESH_DEAD_AFTER (s): heartbeat gone and health lost this long
+    dead_after: float = 3.0  # MESH_DEAD_AFTER (s): heartbeat gone and health lost this long
     failover_parallelism: int = 4  # MESH_FAILOVER_PARALLELISM: takeovers at once
     admin_tenants: frozenset[str] = frozenset()  # MESH_ADMIN_TENANTS: may call DrainNode
     member_poll_interval: float = 1.0  # MESH_MEMBER_POLL_INTERVAL (s): reads of the members
@@ -119,7 +119,7 @@ class RouterSettings:
             telemetry=TelemetrySettings.from_env(env),
             redis=redis,
             mesh_prefix=_mesh_prefix(env),
-            dead_after=_positive(env, "MESH_DEAD_AFTER", 6.0),
+            dead_after=_positive(env, "MESH_DEAD_AFTER", cls.dead_after),
             failover_parallelism=env_int(env, "MESH_FAILOVER_PARALLELISM", 4, minimum=1),
             admin_tenants=parse_tenants(env.get("MESH_ADMIN_TENANTS")),
             member_poll_interval=_positive(env, "MESH_MEMBER_POLL_INTERVAL", 1.0),

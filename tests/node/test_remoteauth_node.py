@@ -128,7 +128,7 @@ def test_redis_needs_a_snapshot_key() -> None:
         {"REDIS_URL": "redis://127.0.0.1:1/0", "MESH_SNAPSHOT_KEY": KEY_SPEC, "MESH_LEASE_TTL": "4"}
     )
     assert settings.redis is not None and settings.lease_ttl == 4.0
-    assert settings.mesh_prefix == "mesh:" and settings.heartbeat_interval == 2.0
+    assert settings.mesh_prefix == "mesh:" and settings.heartbeat_interval == 1.0
     assert "base64" not in repr(settings) and KEY_SPEC.split(":")[1] not in repr(settings)
     assert NodeSettings.from_env({}).redis is None
 

@@ -140,7 +140,7 @@ def test_redis_makes_mesh_nodes_optional_and_reads_the_failover_settings() -> No
     assert settings.admin_tenants == frozenset({"ops", "acme"})
     assert settings.mesh_prefix == "m1:"
     defaults = RouterSettings.from_env(BASE)
-    assert defaults.redis is None and defaults.dead_after == 6.0
+    assert defaults.redis is None and defaults.dead_after == 3.0
     assert defaults.failover_parallelism == 4 and defaults.admin_tenants == frozenset()
     assert defaults.mesh_prefix == "mesh:"
 

@@ -102,7 +102,6 @@ class Mover:
         self._pool = pool
         self._directory = directory
         self.parallelism = parallelism
-        self.retry_first, self.retry_cap = RETRY_FIRST, RETRY_CAP
         self.completed: list[tuple[str, str]] = []  # (node_id, epoch) failovers this router ran
 
     async def start_elsewhere(
@@ -175,7 +174,7 @@ class Mover:
         for tenant, session_id in plan.stay:
             self._pool.affinity.note_strategy(tenant, session_id, pb.LOCAL)
         pending = plan.move
-        delay = self.retry_first
+        delay = RETRY_FIRST
         while True:
             results = await bounded(pending, self.parallelism, move)
             retry: list[tuple[Key, DirEntry]] = []
@@ -197,7 +196,7 @@ class Mover:
             if not retry:
                 break
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_cap)
+            delay = min(delay * 2, RETRY_CAP)
             pending = await self._still_on(node_id, retry)
             if not pending:
                 break

@@ -1,1 +1,1 @@
-"""Sandbox: an offline stand-in for WhatsApp Web's device-linking flow, with a simulated phone."""
+"""Sandbox: an offline stand-in for WhatsApp Web, with a simulated WhatsApp server and phone."""

@@ -24,11 +24,34 @@ def test_from_env_reads_every_knob() -> None:
         "SANDBOX_LOAD_DELAY": "1",
         "SANDBOX_QR_DELAY": "0.5",
         "SANDBOX_SYNC_DELAY": "2",
+        "SANDBOX_ACK_DELAY": "0.1",
+        "SANDBOX_REFUSE_WEBDRIVER": "true",
+        "SANDBOX_LEGACY_QR_DOM": "1",
+        "SANDBOX_PASSKEY": "yes",
+        "SANDBOX_INITIAL_STATE": "DEPRECATED_VERSION",
+        "SANDBOX_PAGE_WEIGHT": "light",
+        "SANDBOX_HEAP_MB": "50",
+        "SANDBOX_VERSION": "2.3000.5",
     }
     s = SandboxSettings.from_env(env)
     assert (s.first_qr_ttl, s.qr_ttl, s.qr_count) == (30.0, 10.5, 3)
-    assert (s.load_delay, s.qr_delay, s.sync_delay) == (1.0, 0.5, 2.0)
+    assert (s.load_delay, s.qr_delay, s.sync_delay, s.ack_delay) == (1.0, 0.5, 2.0, 0.1)
+    assert (s.refuse_webdriver, s.legacy_qr_dom, s.passkey) == (True, True, True)
+    assert (s.initial_state, s.page_weight, s.version) == (
+        "DEPRECATED_VERSION",
+        "light",
+        "2.3000.5",
+    )
+    assert (s.weight.heap_mb, s.weight.script_mb) == (50.0, 0.25)
     assert SandboxSettings.from_env({}) == SandboxSettings()
+
+
+def test_defaults_are_the_hard_page() -> None:
+    s = SandboxSettings()
+    assert (s.refuse_webdriver, s.legacy_qr_dom, s.passkey, s.initial_state) == (
+        False, False, False, ""
+    )  # fmt: skip
+    assert s.page_weight == "calibrated" and s.weight.heap_mb >= 100
 
 
 @pytest.mark.parametrize(
@@ -40,6 +63,10 @@ def test_from_env_reads_every_knob() -> None:
         ("SANDBOX_QR_COUNT", "2.5"),
         ("SANDBOX_SYNC_DELAY", "-1"),
         ("SANDBOX_LOAD_DELAY", "inf"),
+        ("SANDBOX_PASSKEY", "maybe"),
+        ("SANDBOX_PAGE_WEIGHT", "heavy"),
+        ("SANDBOX_INITIAL_STATE", "CONNECTED"),
+        ("SANDBOX_IDB_MB", "-2"),
     ],
 )
 def test_bad_env_value_names_the_variable(var: str, value: str) -> None:
@@ -65,6 +92,7 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     with out.open("wb") as sink:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "sandbox.cli", "--port", str(port), "--qr-count", "2",
+            "--passkey", "--page-weight", "light", "--state", str(tmp_path / "state.json"),
             stdout=sink, stderr=sink,
         )  # fmt: skip
     try:
@@ -80,9 +108,11 @@ async def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         await wait_for(healthy, what="mesh-sandbox to answer /healthz")
         async with aiohttp.ClientSession() as http, http.get(url + "sandbox/config") as resp:
             config: dict[str, Any] = await resp.json()
-        assert config["qr_count"] == 2
+        assert config["qr_count"] == 2 and config["passkey"] is True
+        assert config["page_weight"] == "light"
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), DEADLINE) == 0
+        assert (tmp_path / "state.json").exists()
     finally:
         if proc.returncode is None:
             proc.kill()

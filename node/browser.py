@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 from node import storage_state as storage
+from node.errors import PageError
 from sessionmesh import chromium
 
 log = logging.getLogger(__name__)
@@ -17,6 +19,10 @@ log = logging.getLogger(__name__)
 
 class BrowserClosed(RuntimeError):
     """The pool was closed; it does not reopen."""
+
+
+class RestoreError(PageError):
+    """A saved login could not be written into a new context (its keys would not import...)."""
 
 
 class BrowserPool:
@@ -33,6 +39,7 @@ class BrowserPool:
         self._on_relaunch = on_relaunch
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
+        self._identity: chromium.Identity | None = None
         self._closed = False
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -55,6 +62,10 @@ class BrowserPool:
         await self._launch()
 
     @property
+    def alive(self) -> bool:
+        return self._browser is not None and self._browser.is_connected()
+
+    @property
     def browser(self) -> Browser:
         if self._browser is None or not self._browser.is_connected():
             raise BrowserClosed("Chromium is not running")
@@ -63,7 +74,18 @@ class BrowserPool:
     async def new_context(self, storage_state: dict[str, Any] | None = None) -> BrowserContext:
         async with self._lock:  # not while a relaunch is half done
             browser = self.browser
-        return await browser.new_context(storage_state=storage_state)  # type: ignore[arg-type]
+        return await browser.new_context(
+            storage_state=storage_state,  # type: ignore[arg-type]
+            user_agent=self._identity.user_agent if self._identity else None,
+        )
+
+    async def _new_page(self, context: BrowserContext) -> Page:
+        """A page that shows a desktop Chrome: its user agent and client hints agree."""
+        page = await context.new_page()
+        if self._identity is not None:
+            cdp = await context.new_cdp_session(page)  # lives as long as the page
+            await cdp.send("Emulation.setUserAgentOverride", self._identity.override())
+        return page
 
     async def open_page(
         self, storage_state: dict[str, Any] | None = None
@@ -79,6 +101,11 @@ class BrowserPool:
         if storage_state is not None:
             try:
                 await storage.load(context, page, storage_state)
+            except PlaywrightError as e:
+                await _close_quietly(context)
+                if not self.alive:
+                    raise BrowserClosed("Chromium went away while a login was loaded") from e
+                raise RestoreError(str(e).splitlines()[0][:200]) from e
             except BaseException:
                 await _close_quietly(context)
                 raise
@@ -104,7 +131,7 @@ class BrowserPool:
     ) -> tuple[BrowserContext, Page]:
         context = await self.new_context(storage_state)
         try:
-            page = await context.new_page()
+            page = await self._new_page(context)
         except BaseException:
             await _close_quietly(context)
             raise
@@ -121,7 +148,7 @@ class BrowserPool:
     async def _make_spare(self) -> tuple[BrowserContext, Page]:
         context = await self.new_context()
         try:
-            return context, await context.new_page()
+            return context, await self._new_page(context)
         except BaseException:
             await _close_quietly(context)
             raise
@@ -150,6 +177,7 @@ class BrowserPool:
             handle_sighup=False,
         )
         browser.on("disconnected", self._disconnected)
+        self._identity = chromium.desktop_identity(browser.version)
         self._browser = browser
         self.launches += 1
         self._spare = None  # any spare died with the previous Chromium

@@ -6,6 +6,7 @@ NodeError
  ├── NodeUnavailable      UNAVAILABLE (draining, stopping, store down)
  │    └── StoreUnavailable Redis unreachable (node/remote_store.py)
  ├── InvalidRequest       INVALID_ARGUMENT (names the field)
+ ├── OutOfRange           OUT_OF_RANGE (after_seq beyond the last event)
  ├── FailedPrecondition   FAILED_PRECONDITION (held by another node; a LocalAuth session can't move)
  ├── StoreError           node/remote_store.py; StaleFence: a newer owner holds the session
  └── PageError            a WhatsApp Web page did not behave (fails the session, never the node)
@@ -34,6 +35,10 @@ class InvalidRequest(NodeError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class OutOfRange(NodeError):
+    pass
 
 
 class FailedPrecondition(NodeError):

@@ -35,6 +35,11 @@ class EventLog:
         self.closed = False
         self._events: deque[pb.SessionEvent] = deque(maxlen=size)
         self._wake = asyncio.Event()
+        # A gated log learns its previous events from Redis (`adopt`); until then nobody can
+        # tell whether a seq is beyond its end.
+        self._settled = asyncio.Event()
+        if not gated:
+            self._settled.set()
 
     def append(
         self,
@@ -42,6 +47,8 @@ class EventLog:
         qr: pb.QrCode | None = None,
         state: pb.StateChange | None = None,
         loading: pb.Loading | None = None,
+        message: pb.Message | None = None,
+        ack: pb.MessageAck | None = None,
     ) -> pb.SessionEvent:
         self.last_seq += 1
         event = pb.SessionEvent(
@@ -51,6 +58,8 @@ class EventLog:
             qr=qr,
             state=state,
             loading=loading,
+            message=message,
+            ack=ack,
         )
         self._events.append(event)
         if not self.gated:
@@ -73,12 +82,25 @@ class EventLog:
                 self.last_seq = event.seq
         self.last_seq = max(self.last_seq, last_seq)
         self.visible_seq = max(self.visible_seq, self.last_seq)
+        self._settled.set()
         self._notify()
 
     def close(self) -> None:
         """End every follower once it has what is visible."""
         self.closed = True
+        self._settled.set()
         self._notify()
+
+    async def last_known(self, within: float) -> int | None:
+        """The seq of the last visible event, once the log knows its history (waiting up to
+        `within` s for a takeover to adopt it); None when it still does not."""
+        if not self._settled.is_set():
+            try:
+                async with asyncio.timeout(within):
+                    await self._settled.wait()
+            except TimeoutError:
+                return None
+        return self.visible_seq
 
     def reopen(self) -> None:
         self.closed = False

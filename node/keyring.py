@@ -10,7 +10,8 @@ again); a blob worker is started from a blob that runs the hook and then loads t
 (A second DevTools session that auto-attaches to workers cannot do this reliably: Playwright's
 own session resumes each worker as soon as it has attached, often before the hook arrives.)
 
-The hook makes each non-extractable key from material it can see (`importKey`'s bytes;
+The hook also reports each database (and localStorage) written, so a snapshot of a login
+that did not change is skipped. It makes each non-extractable key from material it can see (`importKey`'s bytes;
 `generateKey`, `deriveKey` and `unwrapKey` made extractable first, exported, then imported
 non-extractable) and reports that material: through a binding from the page, through a
 BroadcastChannel to the page from workers. `node.storage_state` later matches the CryptoKeys it
@@ -92,6 +93,44 @@ HOOK_JS = r"""
       try { copy[0] = marked(args[0], args[1]); } catch (e) { /* leave it as it was */ }
       return Reflect.construct(target, copy, newTarget);
     }});
+  }
+
+  // Writes: the node skips a snapshot when no storage changed since the last one. Each
+  // database written in a readwrite or upgrade transaction (and localStorage) is reported,
+  // at most once a second per name and realm.
+  const reported = new Map();
+  const changed = (name) => {
+    const now = Date.now();
+    if (now - (reported.get(name) || 0) < 1000) return;
+    reported.set(name, now);
+    send(JSON.stringify({changed: String(name)}));
+  };
+  if (typeof IDBDatabase !== 'undefined') {
+    const transaction = IDBDatabase.prototype.transaction;
+    IDBDatabase.prototype.transaction = new Proxy(transaction, {apply: (target, self, args) => {
+      if (args[1] === 'readwrite') changed(self.name);
+      return Reflect.apply(target, self, args);
+    }});
+    const open = IDBFactory.prototype.open;
+    IDBFactory.prototype.open = new Proxy(open, {apply: (target, self, args) => {
+      const request = Reflect.apply(target, self, args);
+      request.addEventListener('upgradeneeded', () => changed(args[0]));
+      return request;
+    }});
+    const remove = IDBFactory.prototype.deleteDatabase;
+    IDBFactory.prototype.deleteDatabase = new Proxy(remove, {apply: (target, self, args) => {
+      changed(args[0]);
+      return Reflect.apply(target, self, args);
+    }});
+  }
+  if (!isWorker && typeof Storage !== 'undefined') {
+    for (const name of ['setItem', 'removeItem', 'clear']) {
+      const method = Storage.prototype[name];
+      Storage.prototype[name] = new Proxy(method, {apply: (target, self, args) => {
+        if (self === g.localStorage) changed('localStorage');
+        return Reflect.apply(target, self, args);
+      }});
+    }
   }
 
   const proto = Object.getPrototypeOf(g.crypto.subtle);
@@ -178,11 +217,13 @@ HOOK_JS = r"""
 
 
 class KeyRing:
-    """The key materials one session's pages have made, by id, newest last."""
+    """The key materials one session's pages have made, by id, newest last; and the storage
+    they wrote since `take_changes` was last called."""
 
     def __init__(self, materials: Iterable[dict[str, Any]] = ()) -> None:
         self._materials: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.uncaptured = 0  # keys the hook could not record (their snapshots are refused)
+        self.changed: set[str] = set()  # databases (and "localStorage") written since
         for material in materials:
             self.add(material)
 
@@ -205,6 +246,9 @@ class KeyRing:
             value = json.loads(payload)
         except (TypeError, ValueError):
             return
+        if isinstance(value, dict) and isinstance(value.get("changed"), str):
+            self.changed.add(value["changed"])
+            return
         if isinstance(value, dict) and "uncaptured" in value:
             self.uncaptured += 1
             log.warning(
@@ -214,6 +258,11 @@ class KeyRing:
             )
             return
         self.add(value)
+
+    def take_changes(self) -> set[str]:
+        """What was written since the last call (a snapshot that fails gives it back)."""
+        taken, self.changed = self.changed, set()
+        return taken
 
     def materials(self) -> list[dict[str, Any]]:
         return list(self._materials.values())

@@ -23,6 +23,7 @@ the same way. For a state with parts this loader does not write (OPFS, WebAuthn 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 from playwright.async_api import BrowserContext, Page, Route
 
 FORMAT = "sessionmesh/2"
+HAND_OVER_PIECE = 128 << 10
 HANDLED_ORIGIN_KEYS = frozenset({"origin", "localStorage", "indexedDB"})
 HANDLED_STATE_KEYS = frozenset({"cookies", "origins", "keys", "format"})
 
@@ -278,11 +280,13 @@ async (materialsJson) => {
 
 _RESTORE_JS = (
     r"""
-async (stateJson) => {
+async () => {
 """
     + _PRELUDE_JS
     + r"""
-  const state = JSON.parse(stateJson);
+  const parts = globalThis[Symbol.for('sessionmesh.restore')];
+  delete globalThis[Symbol.for('sessionmesh.restore')];
+  const state = JSON.parse(parts.join(''));
   const types = {i8: Int8Array, ui8: Uint8Array, ui8c: Uint8ClampedArray, i16: Int16Array,
                  ui16: Uint16Array, i32: Int32Array, ui32: Uint32Array, f32: Float32Array,
                  f64: Float64Array, bi64: BigInt64Array, bui64: BigUint64Array, dv: DataView};
@@ -417,7 +421,7 @@ def unsupported(state: dict[str, Any]) -> str:
 async def capture(page: Page, materials: list[dict[str, Any]]) -> Captured:
     """The storage of `page`'s origin, its CryptoKeys matched against `materials`."""
     raw = await page.evaluate(_CAPTURE_JS, json.dumps(materials))
-    dumped = json.loads(raw)
+    dumped = await asyncio.to_thread(json.loads, raw)  # megabytes: off the event loop
     origin = {
         "origin": _origin(page.url),
         "localStorage": dumped["localStorage"],
@@ -455,9 +459,27 @@ async def load(context: BrowserContext, page: Page, state: dict[str, Any]) -> No
         await page.route(f"{url}/**", blank)
         try:
             await page.goto(f"{url}/", wait_until="commit")
-            await page.evaluate(_RESTORE_JS, json.dumps({"origin": origin, "keys": keys}))
+            payload = await asyncio.to_thread(json.dumps, {"origin": origin, "keys": keys})
+            await _hand_over(page, payload)
+            await page.evaluate(_RESTORE_JS)
         finally:
             await page.unroute(f"{url}/**", blank)
+
+
+async def _hand_over(page: Page, payload: str) -> None:
+    """Put `payload` in the page in pieces, all sent at once: one big evaluate argument takes
+    Playwright's pipe from the client to its driver about a minute for a real login's 40 MB,
+    pieces of 128 KiB about a second."""
+    await page.evaluate("() => { globalThis[Symbol.for('sessionmesh.restore')] = []; }")
+    await asyncio.gather(
+        *(
+            page.evaluate(
+                "([i, part]) => { globalThis[Symbol.for('sessionmesh.restore')][i] = part; }",
+                [i, payload[start : start + HAND_OVER_PIECE]],
+            )
+            for i, start in enumerate(range(0, len(payload), HAND_OVER_PIECE))
+        )
+    )
 
 
 def _origin(url: str) -> str:

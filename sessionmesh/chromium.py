@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # Chromium's own calls home fail by the dozen on a closed network; these stop them.
 QUIET_ARGS = (
@@ -14,6 +16,8 @@ QUIET_ARGS = (
     "--no-first-run",
     "--disable-dev-shm-usage",
 )
+# Pages must not see an automated browser: WhatsApp Web answers one with "update your browser".
+STEALTH_ARGS = ("--disable-blink-features=AutomationControlled",)
 # The headless shell first: it is what Playwright itself runs headless, and it starts a session's
 # page on about a third of the CPU the full browser's headless mode needs (docs/benchmarks.md).
 HEADLESS_SHELLS = ("/usr/lib/chromium/chromium-headless-shell", "/usr/bin/chromium-headless-shell")
@@ -26,7 +30,7 @@ SYSTEM_CANDIDATES = (
 
 
 def launch_args() -> list[str]:
-    args = list(QUIET_ARGS)
+    args = [*QUIET_ARGS, *STEALTH_ARGS]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         args.append("--no-sandbox")
     return args
@@ -64,3 +68,43 @@ def _playwright_chromium_installed() -> bool:
         (d / "chrome-linux" / "chrome").exists() or (d / "chrome-linux64" / "chrome").exists()
         for d in root.glob("chromium-*")
     )
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a page sees of the browser: a desktop Chrome's user agent and matching client hints."""
+
+    user_agent: str
+    metadata: dict[str, Any]
+
+    def override(self) -> dict[str, Any]:
+        """Parameters of DevTools' Emulation.setUserAgentOverride."""
+        return {"userAgent": self.user_agent, "userAgentMetadata": self.metadata}
+
+
+def desktop_identity(version: str) -> Identity:
+    """A desktop Chrome on Linux of the running browser's version (the headless shell says
+    `HeadlessChrome` in its user agent, its `sec-ch-ua` and `navigator.userAgentData`)."""
+    major = version.split(".", 1)[0]
+    if not major.isdigit():
+        raise ValueError(f"not a Chromium version: {version!r}")
+    # Chrome's reduced user agent: the major version only.
+    user_agent = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        f"Chrome/{major}.0.0.0 Safari/537.36"
+    )
+    brands = [("Google Chrome", major), ("Chromium", major), ("Not_A Brand", "24")]
+    full = [("Google Chrome", version), ("Chromium", version), ("Not_A Brand", "24.0.0.0")]
+    metadata = {
+        "brands": [{"brand": b, "version": v} for b, v in brands],
+        "fullVersionList": [{"brand": b, "version": v} for b, v in full],
+        "fullVersion": version,
+        "platform": "Linux",
+        "platformVersion": "",
+        "architecture": "x86",
+        "bitness": "64",
+        "model": "",
+        "mobile": False,
+        "wow64": False,
+    }
+    return Identity(user_agent, metadata)

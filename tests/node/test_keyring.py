@@ -18,6 +18,7 @@ from aiohttp import web
 from node import storage_state
 from node.browser import BrowserPool
 from node.keyring import KeyRing, RealmHooks
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -219,3 +220,19 @@ def test_the_ring_takes_only_materials() -> None:
     ring.report('{"uncaptured": "deriveKey", "error": "SyntaxError"}')
     assert [m["id"] for m in ring.materials()] == ["a.1"]
     assert ring.uncaptured == 1
+
+
+async def test_the_hook_reports_what_the_page_and_its_workers_write(vault_url: str) -> None:
+    async with BrowserPool() as pool:
+        context, page, ring = await _made_keys(pool, vault_url)
+        try:
+            # The page and its worker both wrote `vault` (the worker's report comes through
+            # the page a moment later).
+            await wait_for(lambda: "vault" in ring.changed, what="the write to be reported")
+            assert "vault" in ring.take_changes()
+            assert ring.changed == set()
+            await page.evaluate("() => localStorage.setItem('k', 'v')")
+            await wait_for(lambda: bool(ring.changed), what="the localStorage write")
+            assert ring.take_changes() == {"localStorage"}
+        finally:
+            await context.close()

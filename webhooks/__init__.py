@@ -1,0 +1,1 @@
+"""Webhooks that lose nothing: registry, durable outbox, signed deliveries with retries."""

@@ -6,14 +6,12 @@ STAMP    := $(VENV)/.installed
 CHROMIUM := $(VENV)/.chromium
 PROTOS   := $(wildcard protos/sessionmesh/v1/*.proto)
 
-.PHONY: setup run cluster console test soak proto proto-check lint bench clean
+.PHONY: setup run cluster console test soak proto proto-check openapi openapi-check lint bench clean deploy-render deploy-check
 
 setup: $(STAMP) $(CHROMIUM)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+$(STAMP): pyproject.toml deploy/install-python.sh
+	PY=$(PY) deploy/install-python.sh $(VENV) editable
 	touch $@
 
 $(CHROMIUM): $(STAMP)
@@ -32,10 +30,12 @@ console: setup
 	@test -n "$$MESH_TOKEN" || test -f .run/env || { echo "set MESH_TOKEN (or start make run first)"; exit 2; }
 	@if [ -z "$$MESH_TOKEN" ]; then . ./.run/env; fi; \
 	  $(BIN)/streamlit run console/app.py --server.headless true \
+	  --server.address $${CONSOLE_ADDRESS:-127.0.0.1} \
 	  --server.port $${CONSOLE_PORT:-8501} --browser.gatherUsageStats false
 
 test: setup
 	deploy/install-redis.sh
+	deploy/install-tools.sh $(VENV)
 	$(BIN)/pytest -q
 
 # The long chaos and soak runs (MESH_CHAOS_ROUNDS, default 8).
@@ -50,15 +50,37 @@ proto: $(STAMP)
 proto-check: proto
 	git diff --exit-code -- sessionmesh/v1
 
+# The HTTP gateway's OpenAPI document, as the gateway serves it, committed in docs/.
+openapi: $(STAMP)
+	$(BIN)/python -m gateway.openapi --write docs/openapi.json
+
+# CI: the committed document must be the one the gateway serves.
+openapi-check: $(STAMP)
+	$(BIN)/python -m gateway.openapi --check docs/openapi.json
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Kubernetes: rewrite the node sizing patches from docs/benchmarks.md (deploy/k8s/render.py).
+deploy-render: $(STAMP)
+	$(BIN)/python deploy/k8s/render.py
+
+# Images, compose file and Kubernetes overlays: lint, schemas, rendered patches, invariants.
+deploy-check: $(STAMP)
+	deploy/install-tools.sh $(VENV)
+	$(BIN)/python deploy/k8s/render.py --check
+	$(BIN)/pytest -q tests/deploy
+
 bench: setup
 	deploy/install-redis.sh
 	$(BIN)/python bench/qr_latency.py
 	$(BIN)/python bench/remoteauth.py
+	$(BIN)/python bench/webhooks.py
+	$(BIN)/python bench/messages.py
+	$(BIN)/python bench/browser_models.py
+	$(BIN)/python bench/router_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

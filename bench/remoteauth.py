@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -61,7 +62,7 @@ class Cluster:
 
 def start_cluster(work: Path, n_nodes: int, fast: bool = True) -> Cluster:
     group = ProcessGroup(work / "logs")
-    redis_url = start_redis(group, work)
+    redis_url = start_redis(group, work, secrets.token_urlsafe(16))
     sb_port = free_port()
     sandbox = f"http://127.0.0.1:{sb_port}/"
     wait_http(

@@ -11,6 +11,7 @@ import grpc
 
 from console.errors import ApiError
 from console.settings import ConsoleSettings
+from sessionmesh.tls import client_channel_security
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
 
@@ -40,7 +41,15 @@ class MeshClient:
 
     def __init__(self, settings: ConsoleSettings) -> None:
         self.settings = settings
-        self._channel = grpc.insecure_channel(settings.router, options=CHANNEL_OPTIONS)
+        credentials = client_channel_security(
+            settings.router, ca=settings.tls_ca, allow_insecure=settings.allow_insecure
+        )
+        if credentials is None:
+            self._channel = grpc.insecure_channel(settings.router, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = grpc.secure_channel(
+                settings.router, credentials, options=CHANNEL_OPTIONS
+            )
         self._stub = mesh_pb2_grpc.SessionMeshStub(self._channel)
         self._metadata = (("authorization", f"Bearer {settings.token}"),)
         self._closed = False

@@ -233,6 +233,16 @@ def overview(
             warnings.append(Alert("error", f"node {name} ({n.address}) is unreachable"))
         elif n.health == pb.NOT_SERVING:
             warnings.append(Alert("warning", f"node {name} is not serving (draining or stopping)"))
+        if n.missing_hooks:
+            build = f"WhatsApp Web {n.wa_version}" if n.wa_version else "WhatsApp Web"
+            warnings.append(
+                Alert(
+                    "error",
+                    f"node {name}: {build} lacks hooks the node relies on: "
+                    f"{', '.join(n.missing_hooks)} (a new WhatsApp Web build changed them; "
+                    "sessions may fail until the node is updated)",
+                )
+            )
         if n.capacity and n.sessions / n.capacity >= NEAR_CAPACITY:
             warnings.append(
                 Alert(

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from console.errors import ConfigError
+from sessionmesh.config import ConfigError as SharedConfigError
+from sessionmesh.config import parse_address
+from sessionmesh.tls import TransportSecurity, client_channel_security
 
 DEFAULT_ROUTER = "127.0.0.1:50051"
 
@@ -16,6 +19,10 @@ class ConsoleSettings:
     router: str = DEFAULT_ROUTER  # MESH_ROUTER
     token: str = field(default="", repr=False)  # MESH_TOKEN, required
     timeout: float = 10.0  # MESH_CONSOLE_TIMEOUT: seconds per unary call
+    tls_ca: bytes | None = field(default=None, repr=False)  # MESH_TLS_CA: verifies the router
+    allow_insecure: bool = False  # MESH_ALLOW_INSECURE: plaintext to a router off loopback
+    # MESH_CONSOLE_PASSWORD: a read-only login; the tenant token logs in as an operator
+    password: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConsoleSettings:
@@ -24,9 +31,10 @@ class ConsoleSettings:
         if not token:
             raise ConfigError("MESH_TOKEN is required: the router API token of one tenant")
         router = env.get("MESH_ROUTER", "").strip() or DEFAULT_ROUTER
-        host, sep, port = router.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-            raise ConfigError(f"MESH_ROUTER must be host:port, got {router!r}")
+        try:
+            router = parse_address(router, "MESH_ROUTER")
+        except SharedConfigError as e:
+            raise ConfigError(str(e)) from None
         raw = env.get("MESH_CONSOLE_TIMEOUT", "").strip() or str(cls.timeout)
         try:
             timeout = float(raw)
@@ -34,4 +42,20 @@ class ConsoleSettings:
             raise ConfigError(f"MESH_CONSOLE_TIMEOUT must be a number, got {raw!r}") from None
         if timeout <= 0:
             raise ConfigError(f"MESH_CONSOLE_TIMEOUT must be above 0, got {raw!r}")
-        return cls(router=router, token=token, timeout=timeout)
+        try:
+            security = TransportSecurity.from_env(
+                {k: v for k, v in env.items() if k in ("MESH_TLS_CA", "MESH_ALLOW_INSECURE")}
+            )
+            client_channel_security(
+                router, ca=security.public_ca, allow_insecure=security.allow_insecure
+            )
+        except SharedConfigError as e:
+            raise ConfigError(str(e)) from None
+        return cls(
+            router=router,
+            token=token,
+            timeout=timeout,
+            tls_ca=security.public_ca,
+            allow_insecure=security.allow_insecure,
+            password=env.get("MESH_CONSOLE_PASSWORD", ""),
+        )

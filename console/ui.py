@@ -8,6 +8,7 @@ import io
 import qrcode
 import streamlit as st
 
+from console.auth import OPERATOR, ROLE_KEY
 from console.client import MeshClient
 from console.errors import ApiError
 from console.metrics import seconds
@@ -15,8 +16,8 @@ from console.settings import ConsoleSettings
 
 
 @st.cache_resource(show_spinner=False)
-def _client(router: str, token: str, timeout: float) -> MeshClient:
-    return MeshClient(ConsoleSettings(router=router, token=token, timeout=timeout))
+def _client(settings: ConsoleSettings) -> MeshClient:
+    return MeshClient(settings)
 
 
 def settings() -> ConsoleSettings:
@@ -25,8 +26,17 @@ def settings() -> ConsoleSettings:
 
 def client() -> MeshClient:
     """The one client for these settings; its channel lives as long as the server."""
-    s = settings()
-    return _client(s.router, s.token, s.timeout)
+    return _client(settings())
+
+
+def require_login() -> None:
+    """Stop the page unless someone logged in (app.py shows the login)."""
+    if ROLE_KEY not in st.session_state:
+        st.stop()
+
+
+def is_operator() -> bool:
+    return bool(st.session_state.get(ROLE_KEY) == OPERATOR)
 
 
 def show_error(error: ApiError) -> None:

@@ -63,8 +63,8 @@ class LocalAuthStore:
         return await asyncio.to_thread(self._load, self.path(tenant, session_id))
 
     async def save(self, tenant: str, session_id: str, state: Snapshot) -> None:
-        data = json.dumps(state, separators=(",", ":")).encode()
-        await asyncio.to_thread(self._save, self.path(tenant, session_id), data)
+        # A real login is megabytes of JSON: encode it off the event loop.
+        await asyncio.to_thread(self._save, self.path(tenant, session_id), state)
 
     async def delete(self, tenant: str, session_id: str) -> None:
         await asyncio.to_thread(self._delete, self.path(tenant, session_id))
@@ -84,7 +84,8 @@ class LocalAuthStore:
                 return state
         return None
 
-    def _save(self, path: Path, data: bytes) -> None:
+    def _save(self, path: Path, state: Snapshot) -> None:
+        data = json.dumps(state, separators=(",", ":")).encode()
         if self.backups and path.exists():
             copies = self._copies(path)
             for older, newer in zip(reversed(copies[1:]), reversed(copies[:-1]), strict=True):

@@ -28,6 +28,15 @@ class LocalCatalog:
         data = json.dumps(dataclasses.asdict(info), separators=(",", ":")).encode()
         write_atomic(self._path(info.tenant, info.session_id), data, durable=False)
 
+    def get(self, tenant: str, session_id: str) -> SessionInfo | None:
+        """The session's record, if it was ever hosted here."""
+        try:
+            raw = json.loads(self._path(tenant, session_id).read_bytes())
+            fields = {f.name for f in dataclasses.fields(SessionInfo)}
+            return SessionInfo(**{k: v for k, v in raw.items() if k in fields})
+        except (OSError, ValueError, TypeError):
+            return None
+
     async def load_all(self) -> list[SessionInfo]:
         return await asyncio.to_thread(self._load_all)
 

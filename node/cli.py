@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
 
 from node.server import NodeServer
 from node.settings import NodeSettings
-from sessionmesh.config import ConfigError
+from sessionmesh.config import ConfigError, setup_logging
 from sessionmesh.telemetry import setup_telemetry
 
 
@@ -25,11 +24,8 @@ async def serve(settings: NodeSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        setup_logging(os.environ)
         settings = NodeSettings.from_env(os.environ)
     except ConfigError as e:
         sys.exit(f"mesh-node: {e}")

@@ -1,4 +1,6 @@
-"""Snapshot codec: JSON, then zlib, then AES-256-GCM under a key id, so keys can rotate.
+"""Snapshot codec: JSON, then zlib, then AES-256-GCM under a key id, so keys can rotate; and
+`Sealer`, the same keys for the small records a session keeps beside its snapshot in Redis
+(events, the private fields of its directory entry).
 
 Blob layout::
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -21,7 +25,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from sessionmesh.config import ConfigError
 
@@ -32,7 +38,7 @@ ENV_NAME = "MESH_SNAPSHOT_KEY"
 # A decompression bomb stops here rather than filling the node's memory.
 MAX_PLAIN_BYTES = 512 * 1024 * 1024
 
-_KID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_KID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class SnapshotError(Exception):
@@ -42,17 +48,21 @@ class SnapshotError(Exception):
 class SnapshotKeys:
     """The snapshot keys by id; the first encrypts, all decrypt. Key bytes never leave here."""
 
-    __slots__ = ("_keys", "_primary")
+    __slots__ = ("_keys", "_names", "_primary")
 
     def __init__(self, keys: Mapping[str, bytes], primary: str) -> None:
         if primary not in keys:
             raise ValueError("the primary key id must be one of the keys")
         for kid, key in keys.items():
-            if not _KID_RE.match(kid):
+            if not _KID_RE.fullmatch(kid):
                 raise ValueError(f"key id {kid!r} must be 1-64 of letters, digits, '_', '.', '-'")
             if len(key) != KEY_BYTES:
                 raise ValueError(f"key {kid!r} must be {KEY_BYTES} bytes")
         self._keys = {kid: AESGCM(bytes(key)) for kid, key in keys.items()}
+        # For keyed names (HMAC-SHA256), derived so that no key serves two purposes.
+        self._names = {
+            kid: _derive(bytes(key), b"session-mesh record names") for kid, key in keys.items()
+        }
         self._primary = primary
 
     @property
@@ -65,6 +75,9 @@ class SnapshotKeys:
 
     def cipher(self, kid: str) -> AESGCM | None:
         return self._keys.get(kid)
+
+    def name_key(self, kid: str) -> bytes | None:
+        return self._names.get(kid)
 
     def __repr__(self) -> str:
         return f"SnapshotKeys(primary={self._primary!r}, kids={self.kids!r})"
@@ -80,7 +93,7 @@ class SnapshotKeys:
         for n, entry in enumerate(entries, start=1):
             kid, sep, encoded = entry.partition(":")
             kid = kid.strip()
-            if not sep or not _KID_RE.match(kid):
+            if not sep or not _KID_RE.fullmatch(kid):
                 raise ConfigError(
                     f"{name} entry {n} must be kid:base64key, with a key id of 1-64 letters, "
                     "digits, '_', '.' or '-'"
@@ -103,6 +116,10 @@ class SnapshotKeys:
         return cls.parse(env.get(ENV_NAME, ""))
 
 
+def _derive(key: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
+
+
 def _b64decode(text: str) -> bytes | None:
     """Standard or URL-safe base64, padding optional; None when it is not base64."""
     normal = text.translate(str.maketrans("-_", "+/"))
@@ -114,7 +131,7 @@ def _b64decode(text: str) -> bytes | None:
 
 def new_key_spec(kid: str) -> str:
     """A fresh ``kid:base64key`` entry for MESH_SNAPSHOT_KEY."""
-    if not _KID_RE.match(kid):
+    if not _KID_RE.fullmatch(kid):
         raise ValueError(f"key id {kid!r} must be 1-64 of letters, digits, '_', '.', '-'")
     return f"{kid}:{base64.b64encode(AESGCM.generate_key(bit_length=256)).decode('ascii')}"
 
@@ -207,6 +224,67 @@ def _split(blob: bytes) -> tuple[str, bytes, bytes, bytes]:
     header = blob[: len(MAGIC) + 1 + kid_len]
     nonce = blob[at : at + NONCE_BYTES]
     return kid, header, nonce, blob[at + NONCE_BYTES :]
+
+
+RECORD_MAGIC = b"SMR1"
+
+
+class Sealer:
+    """AES-256-GCM for one session's small records, with the snapshot keys.
+
+    Blob: ``b"SMR1" | u8 len(kid) | kid | 12-byte nonce | ciphertext + tag``. The associated
+    data binds the header, a purpose (``event``, ``dir``), the session (``tenant/session_id``)
+    and `bound_to` (an event's seq), so a record cannot be moved to another session, another
+    purpose or another seq; anything not sealed by a holder of the key fails to open."""
+
+    def __init__(self, keys: SnapshotKeys) -> None:
+        self._keys = keys
+
+    def __repr__(self) -> str:
+        return f"Sealer(keys={self._keys!r})"
+
+    @staticmethod
+    def _aad(header: bytes, purpose: str, session_key: str, bound_to: bytes) -> bytes:
+        parts = [purpose.encode(), session_key.encode("utf-8"), bound_to]
+        return header + b"".join(struct.pack(">H", len(p)) + p for p in parts)
+
+    def seal(self, purpose: str, session_key: str, plain: bytes, bound_to: bytes = b"") -> bytes:
+        kid = self._keys.primary
+        cipher = self._keys.cipher(kid)
+        assert cipher is not None
+        raw = kid.encode("ascii")
+        header = RECORD_MAGIC + struct.pack("B", len(raw)) + raw
+        nonce = os.urandom(NONCE_BYTES)
+        aad = self._aad(header, purpose, session_key, bound_to)
+        return header + nonce + cipher.encrypt(nonce, plain, aad)
+
+    def names(self, purpose: str, session_key: str, text: str) -> list[str]:
+        """Keyed names (HMAC-SHA256, hex) of `text` for a Redis field, one per key, the primary
+        key's first: a reader without the key can neither learn `text` nor find its field;
+        lookups try each, so keys rotate."""
+        out = []
+        for kid in (self._keys.primary, *(k for k in self._keys.kids if k != self._keys.primary)):
+            key = self._keys.name_key(kid)
+            assert key is not None
+            msg = b"\0".join((purpose.encode(), session_key.encode("utf-8"), text.encode()))
+            out.append(f"{kid}:{hmac.new(key, msg, hashlib.sha256).hexdigest()}")
+        return out
+
+    def open(self, purpose: str, session_key: str, blob: bytes, bound_to: bytes = b"") -> bytes:
+        """The plain bytes; SnapshotError when the blob is forged, moved or of an unknown key."""
+        if not blob.startswith(RECORD_MAGIC):
+            raise SnapshotError(f"{purpose} of {session_key} is not sealed")
+        kid, header, nonce, sealed = _split(MAGIC + blob[len(RECORD_MAGIC) :])
+        header = RECORD_MAGIC + header[len(MAGIC) :]
+        cipher = self._keys.cipher(kid)
+        if cipher is None:
+            raise SnapshotError(f"{purpose} of {session_key} is sealed with unknown key {kid!r}")
+        try:
+            return cipher.decrypt(nonce, sealed, self._aad(header, purpose, session_key, bound_to))
+        except InvalidTag:
+            raise SnapshotError(
+                f"{purpose} of {session_key} failed authentication: forged, altered or moved"
+            ) from None
 
 
 if __name__ == "__main__":

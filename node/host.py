@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from node.auth_store import SnapshotStore
 from node.browser import BrowserPool
@@ -23,21 +24,31 @@ from node.errors import (
     NodeUnavailable,
     SessionNotFound,
 )
+from node.media_fetch import fetch
 from node.membership import Membership
 from node.remote import RemoteAuth, RemoteSession
-from node.remote_store import StoreUnavailable, session_key
-from node.session import LINKED, TERMINAL, HostedSession, SessionInfo
+from node.remote_store import StoreUnavailable
+from node.sends import FileSendLog
+from node.session import LINKED, HostedSession, SessionInfo
 from node.settings import NodeSettings
+from node.warm import WarmPages
+from sessionmesh import retry
+from sessionmesh.aio import cancel_and_wait
+from sessionmesh.schema import LIVE_STATES
+from sessionmesh.schema import TERMINAL_STATES as TERMINAL
+from sessionmesh.schema import session_member as session_key
+from sessionmesh.sending import Send
 from sessionmesh.telemetry import mesh_metrics
 from sessionmesh.v1 import common_pb2 as pb
+from webhooks.guard import Guard
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 
+MAX_MEDIA_BYTES = 64 << 20  # a media file fetched by URL
 HANDOFF_PARALLELISM = 4  # sessions handed off at once on SIGTERM
 RESUME_PARALLELISM = 4  # RemoteAuth sessions resumed at once on boot
-RESUME_RETRY_CAP = 5.0  # s between tries to read the session set while Redis is down
 MOVED = "moved to another node"
 
 
@@ -52,6 +63,7 @@ class SessionHost:
         remote: RemoteAuth | None = None,
         membership: Membership | None = None,
         address: Callable[[], str] = lambda: "",
+        warm: WarmPages | None = None,
     ) -> None:
         self.settings = settings
         self._pool = pool
@@ -59,6 +71,7 @@ class SessionHost:
         self._remote = remote
         self._membership = membership
         self._address = address
+        self._warm = warm
         self._catalog = catalog
         self._sessions: dict[Key, HostedSession] = {}
         self._bindings: dict[Key, RemoteSession] = {}
@@ -70,6 +83,7 @@ class SessionHost:
         self._lock = asyncio.Lock()
         self.accepting = True
         self.draining = False
+        self._guard = Guard(settings.webhooks.allow)  # what a media URL may point at
         # Called after every change of a session (telemetry hooks in here).
         self.observers: list[Callable[[HostedSession], None]] = []
 
@@ -87,6 +101,19 @@ class SessionHost:
 
     def all(self) -> list[HostedSession]:
         return list(self._sessions.values())
+
+    def missing_hooks(self) -> dict[str, int]:
+        """For each hook some session's page lacked when it last loaded, how many sessions."""
+        counts: dict[str, int] = {}
+        for session in list(self._sessions.values()):
+            for hook in session.canary.missing:
+                counts[hook] = counts.get(hook, 0) + 1
+        return counts
+
+    def wa_versions(self) -> list[str]:
+        """The WhatsApp Web builds this node's sessions loaded, newest first."""
+        versions = {s.canary.version for s in list(self._sessions.values()) if s.canary.version}
+        return sorted(versions, reverse=True)
 
     # -- commands ------------------------------------------------------------------------
 
@@ -121,6 +148,9 @@ class SessionHost:
                 )
             if session is None:
                 info = SessionInfo(tenant, session_id, strategy, dict(labels))
+                known = self._catalog.get(tenant, session_id) if strategy == pb.LOCAL else None
+                if known is not None:  # forgotten here: its seq goes on, never reused
+                    info.last_seq, info.created_at = known.last_seq, known.created_at
                 session = self._make(info)
                 self._sessions[session.key] = session
             elif labels:
@@ -145,6 +175,25 @@ class SessionHost:
         await self._finish(session)
         return session
 
+    async def send(self, tenant: str, send: Send) -> Any:
+        """Send a message from a hosted session (see HostedSession.send); a media URL is
+        fetched by the node, from public addresses only."""
+        return await self.get(tenant, send.session_id).send(send, self._fetch_media)
+
+    async def _fetch_media(self, send: Send) -> tuple[Send, bytes]:
+        assert send.media is not None
+        data, kind = await fetch(send.media.url, self._guard, MAX_MEDIA_BYTES)
+        if not send.media.mimetype:
+            if not kind:
+                raise InvalidRequest(
+                    "media.mimetype", "is required: the server sent no Content-Type"
+                )
+            send = dataclasses.replace(send, media=dataclasses.replace(send.media, mimetype=kind))
+        return send, data
+
+    async def media(self, tenant: str, session_id: str, message_id: str) -> dict[str, Any]:
+        return await self.get(tenant, session_id).media(message_id)
+
     async def hand_off(
         self, tenant: str, session_id: str, *, keep_placed: bool = False
     ) -> HostedSession:
@@ -161,6 +210,7 @@ class SessionHost:
         if session.running and session.state in LINKED:
             await asyncio.shield(session.save_snapshot(strict=True))
         session.info.resume = False
+        binding.handed_off = True
         await session.close(MOVED)
         if not await binding.finish():
             log.warning(
@@ -175,15 +225,43 @@ class SessionHost:
         self.accepting = False
         self.draining = True
 
+    def forget_finished(self, now: float | None = None) -> int:
+        """Drop sessions that finished (STOPPED, LOGGED_OUT, FAILED) more than
+        MESH_FINISHED_TTL ago; their logins and records on disk stay. Returns how many."""
+        cutoff = (time.time() if now is None else now) - self.settings.finished_ttl
+        old = [
+            key
+            for key, s in self._sessions.items()
+            if s.state in TERMINAL and not s.running and s.info.updated_at <= cutoff
+        ]
+        for key in old:
+            del self._sessions[key]
+            if self._bindings.pop(key, None) is not None and self._remote is not None:
+                self._remote.unbind(*key)
+        if old:
+            log.info("forgot %d finished sessions", len(old))
+        return len(old)
+
+    async def _sweep(self) -> None:
+        every = min(60.0, max(0.05, self.settings.finished_ttl / 2))
+        while True:
+            await asyncio.sleep(every)
+            self.forget_finished()
+
     # -- lifecycle -----------------------------------------------------------------------
 
     async def resume(self) -> int:
         """Bring back the sessions this node held when it last stopped; returns how many
         LocalAuth ones. RemoteAuth ones come back in the background (`_resume_remote`)."""
         resumed = 0
+        sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="forget finished")
+        self._tasks.add(sweeper)
+        cutoff = time.time() - self.settings.finished_ttl
         for info in await self._catalog.load_all():
             if info.auth_strategy == pb.REMOTE:
                 continue  # RemoteAuth sessions live in Redis; routers move them
+            if info.state in TERMINAL and not info.resume and info.updated_at <= cutoff:
+                continue  # finished long ago: forgotten (its record keeps its seq)
             session = self._make(info)
             self._sessions[session.key] = session
             if self._membership is not None:
@@ -213,15 +291,16 @@ class SessionHost:
         lease: that one has moved on and is left alone. RESUME_PARALLELISM at a time, each
         until it is past its claim and restore (AUTHENTICATED, a QR, or an end)."""
         assert self._membership is not None
-        delay = 0.2
-        while True:
-            try:
+        names: list[str] = []
+        async for attempt in retry.REDIS.retrying(
+            on=(StoreUnavailable,),
+            before_sleep=lambda s: log.warning(
+                "resuming RemoteAuth sessions waits for Redis: %s",
+                s.outcome and s.outcome.exception(),
+            ),
+        ):
+            with attempt:
                 names = await self._membership.listed()
-                break
-            except StoreUnavailable as e:
-                log.warning("resuming RemoteAuth sessions waits for Redis: %s", e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RESUME_RETRY_CAP)
         limit = asyncio.Semaphore(RESUME_PARALLELISM)
 
         async def one(name: str) -> bool:
@@ -248,22 +327,23 @@ class SessionHost:
             return False  # LocalAuth (resumed from the catalog), already started, or stopping
         entry = await self._remote.directory(tenant, session_id)
         node_id = self.settings.node_id
-        state = entry.get("state", "")
-        terminal = {pb.SessionState.Name(s) for s in TERMINAL}
-        if entry.get("auth_strategy") != "REMOTE" or entry.get("node_id") != node_id:
+        if entry is None or not entry.remote or entry.node_id != node_id:
             return False
         # Handed off at SIGTERM but not yet started elsewhere: it is still this node's to run.
-        handed_off = state == "STOPPED" and entry.get("last_error") == MOVED
-        if not state or (state in terminal and not handed_off):
+        if not (entry.state in LIVE_STATES or (entry.handed_off and entry.state == pb.STOPPED)):
             return False
         holder = await self._remote.leases.holder(tenant, session_id)
         if holder is not None and holder[0].rsplit(":", 1)[0] != node_id:
             log.info("%s: not resumed, %s holds it", name, holder[0])
             return False
-        labels = json.loads(entry.get("labels") or "{}")
+        labels = entry.labels
         settled = self._settled[key] = asyncio.Event()
         try:
-            log.info("%s: resuming (it was %s here before the restart)", name, state)
+            log.info(
+                "%s: resuming (it was %s here before the restart)",
+                name,
+                pb.SessionState.Name(entry.state),
+            )
             session = await self.start(tenant, session_id, pb.REMOTE, labels, takeover=True)
             if session.state != pb.STARTING:
                 return True
@@ -285,9 +365,7 @@ class SessionHost:
         LocalAuth ones stopped with a final snapshot and marked to resume."""
         self.accepting = False
         if self._resuming is not None and not self._resuming.done():
-            self._resuming.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._resuming
+            await cancel_and_wait(self._resuming)
         remote = [s for s in self._sessions.values() if s.running and s.key in self._bindings]
         limit = asyncio.Semaphore(HANDOFF_PARALLELISM)
 
@@ -310,6 +388,10 @@ class SessionHost:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Every watcher has had what there is: end the streams now, so the server's grace
+        # period is not spent waiting on streams that would never end by themselves.
+        for session in self._sessions.values():
+            session.log.close()
 
     # -- internals -----------------------------------------------------------------------
 
@@ -319,7 +401,7 @@ class SessionHost:
         if requested == pb.AUTH_STRATEGY_UNSPECIFIED:
             requested = pb.REMOTE if self.settings.auth_strategy == "remoteauth" else pb.LOCAL
         if requested == pb.REMOTE and self._remote is None:
-            raise NodeUnavailable(
+            raise FailedPrecondition(
                 f"auth_strategy REMOTE needs Redis, and node {self.settings.node_id} has none "
                 "configured (REDIS_URL)"
             )
@@ -357,16 +439,20 @@ class SessionHost:
                 info,
                 settings=self.settings,
                 pool=self._pool,
+                warm=self._warm,
                 store=binding,
                 on_change=self._persist,
                 claim=binding.claim,
+                sends=self._remote.send_log(info.tenant, info.session_id),
             )
         return HostedSession(
             info,
             settings=self.settings,
             pool=self._pool,
+            warm=self._warm,
             store=self._local,
             on_change=self._persist,
+            sends=FileSendLog(self.settings.storage_path, info.tenant, info.session_id),
         )
 
     async def _lease_lost(self, key: Key, reason: str) -> None:

@@ -9,6 +9,7 @@ node id plus an epoch, so a restarted node is a new owner and never mistakes an 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import inspect
 import logging
@@ -17,10 +18,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
-from node.remote_store import SessionKeys, StoreUnavailable, map_redis_errors, session_key
-from sessionmesh.redis_conn import DEFAULT_SESSION_PREFIX, RedisClient
+from node.remote_store import StoreUnavailable
+from sessionmesh.aio import cancel_and_wait
+from sessionmesh.redis_conn import DEFAULT_SESSION_PREFIX, RedisClient, redis_outages
+from sessionmesh.schema import SessionKeys, text
+from sessionmesh.schema import session_member as session_key
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +80,8 @@ def new_owner(node_id: str) -> str:
     return f"{node_id}:{time.time_ns() // 1_000_000:x}{secrets.token_hex(3)}"
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+def map_redis_errors(what: str) -> contextlib.AbstractContextManager[None]:
+    return redis_outages(what, StoreUnavailable)
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,8 @@ class Lease:
 
 class LossReason(enum.Enum):
     TAKEN = "taken"  # another owner (or a newer fence) holds the session
-    EXPIRED = "expired"  # the TTL passed: the key is gone in Redis, or certainly so by our clock
+    EXPIRED = "expired"  # Redis says the key is gone
+    UNREACHABLE = "unreachable"  # Redis could not be reached and the TTL certainly ran out
 
 
 class LeaseManager:
@@ -138,7 +142,7 @@ class LeaseManager:
             reply = await self._acquire(
                 keys=[keys.lease, keys.fence], args=[owner, self._ttl_ms, self._fence_ttl_s]
             )
-        status, _holder, fence = (_text(v) for v in reply)
+        status, _holder, fence = (text(v) for v in reply)
         if status != "ok":
             return None
         return Lease(tenant, session_id, owner, int(fence), self._ttl_ms, sent)
@@ -150,7 +154,7 @@ class LeaseManager:
             reply = await self._renew(
                 keys=[keys.lease], args=[lease.owner, lease.fence, lease.ttl_ms]
             )
-        status = _text(reply[0])
+        status = text(reply[0])
         if status == "ok":
             return None
         return LossReason.EXPIRED if status == "gone" else LossReason.TAKEN
@@ -172,7 +176,7 @@ class LeaseManager:
             owner, fence = await self._redis.hmget(keys.lease, ["owner", "fence"])
         if owner is None or fence is None:
             return None
-        return _text(owner), int(_text(fence))
+        return text(owner), int(text(fence))
 
 
 OnLost = Callable[[Lease], Awaitable[None] | None]
@@ -269,12 +273,7 @@ class LeaseKeeper:
         if self._closed:
             return
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         if self._callbacks:
             await asyncio.gather(*self._callbacks, return_exceptions=True)
         held, self._held = list(self._held.values()), {}
@@ -296,8 +295,8 @@ class LeaseKeeper:
             self.iterations += 1
             now = time.monotonic()
             for held in list(self._held.values()):
-                if held.expires_at <= now:
-                    self._lose(held, LossReason.EXPIRED)
+                if held.expires_at <= now:  # not renewed in time: Redis did not answer
+                    self._lose(held, LossReason.UNREACHABLE)
             due = [h for h in self._held.values() if h.next_at <= now]
             if due:
                 await asyncio.gather(*(self._renew(h) for h in due))
@@ -327,7 +326,7 @@ class LeaseKeeper:
             if self._current(held):
                 if time.monotonic() >= held.expires_at:
                     log.warning("lease of %s expired while Redis was unreachable", held.lease.name)
-                    self._lose(held, LossReason.EXPIRED)
+                    self._lose(held, LossReason.UNREACHABLE)
                 else:
                     log.info("lease of %s not renewed, will retry: %s", held.lease.name, e)
                     held.next_at = time.monotonic() + self._retry_every

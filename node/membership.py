@@ -20,24 +20,25 @@ import logging
 import time
 from collections.abc import Callable
 
-from redis.exceptions import RedisError
-
-from node.remote_store import StoreUnavailable, map_redis_errors
+from node.lease import map_redis_errors
+from node.remote_store import StoreUnavailable
+from sessionmesh.aio import cancel_and_wait
 from sessionmesh.redis_conn import RedisClient
+from sessionmesh.schema import Heartbeat, MeshKeys, text
 
 log = logging.getLogger(__name__)
 
 
 def nodes_key(prefix: str) -> str:
-    return f"{prefix}{{nodes}}"
+    return MeshKeys(prefix).nodes
 
 
 def node_key(prefix: str, node_id: str) -> str:
-    return f"{prefix}{{node:{node_id}}}"
+    return MeshKeys(prefix).node(node_id)
 
 
 def node_sessions_key(prefix: str, node_id: str) -> str:
-    return f"{node_key(prefix, node_id)}:sessions"
+    return MeshKeys(prefix).node_sessions(node_id)
 
 
 class Membership:
@@ -108,10 +109,7 @@ class Membership:
         """The session set as Redis has it (a restarted node reads what its last epoch placed).
         Raises StoreUnavailable."""
         with map_redis_errors("reading the node's session set"):
-            names = [
-                n.decode("utf-8") if isinstance(n, bytes) else str(n)
-                async for n in self._redis.sscan_iter(self.sessions_key, count=500)
-            ]
+            names = [text(n) async for n in self._redis.sscan_iter(self.sessions_key, count=500)]
         return sorted(set(names))
 
     async def start(self) -> None:
@@ -131,9 +129,7 @@ class Membership:
                 async with asyncio.timeout(max(self._interval, 1.0) * 3):
                     await asyncio.shield(self._task)
             except TimeoutError:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await cancel_and_wait(self._task)
         if deregister:
             try:
                 async with asyncio.timeout(5):
@@ -141,23 +137,23 @@ class Membership:
                     with map_redis_errors("deregistering"):
                         await self._redis.delete(self.key)
                 log.info("node %s deregistered", self.node_id)
-            except (StoreUnavailable, TimeoutError, RedisError) as e:
+            except (StoreUnavailable, TimeoutError) as e:
                 log.warning(
                     "node %s not deregistered (its key expires by itself): %s", self.node_id, e
                 )
 
     async def beat(self) -> None:
         """One heartbeat: the node's hash with its TTL, the node set, the session set."""
-        mapping: dict[str, str | int | float] = {
-            "address": self._address(),
-            "epoch": self.epoch,
-            "capacity": self._capacity,
-            "started_at": self._started_at,
-            "health": self._health(),
-            "sessions": len(self._placed),
-        }
+        beat = Heartbeat(
+            address=self._address(),
+            epoch=self.epoch,
+            capacity=self._capacity,
+            started_at=self._started_at,
+            health=self._health(),
+            sessions=len(self._placed),
+        )
         with map_redis_errors("heartbeat"):
-            await self._redis.hset(self.key, mapping=mapping)  # type: ignore[arg-type]
+            await self._redis.hset(self.key, mapping=beat.encode())  # type: ignore[arg-type]
             await self._redis.pexpire(self.key, self._ttl_ms)
             await self._redis.sadd(nodes_key(self._prefix), self.node_id)
         await self._sync_sessions()
@@ -176,7 +172,7 @@ class Membership:
         try:
             async with asyncio.timeout(max(self._interval, 1.0) * 2):
                 await self.beat()
-        except (StoreUnavailable, TimeoutError, RedisError) as e:
+        except (StoreUnavailable, TimeoutError) as e:
             if not self._outage:
                 log.warning("heartbeat of %s failed; retrying: %s", self.node_id, e)
             self._outage = True

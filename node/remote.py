@@ -19,37 +19,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from node.auth_store import Snapshot
-from node.crypto import SnapshotCodec
+from node.crypto import Sealer, SnapshotCodec, SnapshotError
 from node.errors import NodeUnavailable
-from node.lease import Lease, LeaseKeeper, LeaseManager, LossReason
+from node.lease import Lease, LeaseKeeper, LeaseManager, LossReason, map_redis_errors
 from node.remote_store import (
     FENCE_CHECK_LUA,
     RemoteSnapshotStore,
-    SessionKeys,
     StaleFence,
     StoreUnavailable,
     check_reply,
-    map_redis_errors,
-    session_key,
 )
+from node.sends import KEEP_SECONDS, SendRecord
 from node.settings import NodeSettings
+from sessionmesh import retry
+from sessionmesh.aio import cancel_and_wait
 from sessionmesh.redis_conn import RedisClient, create_redis, ping
+from sessionmesh.schema import DirEntry, SessionKeys, text
+from sessionmesh.schema import session_member as session_key
 from sessionmesh.v1 import common_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 EVENT_HOLD = 2.0  # during an outage, watchers get an event after this long, durable or not
-BACKOFF_FIRST = 0.2
-BACKOFF_CAP = 5.0
+HISTORY_ATTEMPTS = 6  # reads of a session's events before a claim gives up
 FLUSH_TIMEOUT = 5.0
+LAPSED_TRY = 1.0  # s: one try to re-take a lease that lapsed in a Redis outage
 LOST_REASON = "lease taken by another node"
+CUT_OFF_REASON = "lease lapsed while this node was cut off from Redis and from its routers"
 
 # KEYS: lease, fence, events, dir. ARGV: owner, fence, maxlen, ttl s, ndir, then ndir field/value
 # pairs, then seq/payload pairs. Events at or below the stream's top seq are skipped (a retry of
@@ -83,16 +85,8 @@ return {'ok', ARGV[1], ARGV[2]}
 )
 
 
-def dir_key(keys: SessionKeys) -> str:
-    return f"{keys.tag}:dir"
-
-
-def events_key(keys: SessionKeys) -> str:
-    return f"{keys.tag}:events"
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+class _Held(Exception):
+    """Another owner holds the lease (retried while a takeover waits for it to lapse)."""
 
 
 class RemoteAuth:
@@ -113,7 +107,11 @@ class RemoteAuth:
             self.redis, settings.redis.session_prefix, int(settings.lease_ttl * 1000)
         )
         self.keeper = LeaseKeeper(self.leases, self._lost)
+        self.sealer = Sealer(settings.snapshot_keys)
         self._write = self.redis.register_script(WRITE_LUA)
+        # When a router's call was last admitted (monotonic; None: never). NodeServer sets it
+        # to its guard's.
+        self.router_contact: Callable[[], float | None] = lambda: None
         self._bound: dict[tuple[str, str], RemoteSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
@@ -133,6 +131,14 @@ class RemoteAuth:
 
     async def reachable(self) -> bool:
         return await ping(self.redis, within=2.0)
+
+    def routers_in_touch(self) -> bool:
+        """A router called within half a lease TTL (or none ever did: nothing to mirror).
+        Routers declare a node dead only when its heartbeat AND their calls to it have failed;
+        a node whose lease lapsed in a Redis outage with no router in touch either may be
+        failed over at any moment, so it must stop hosting."""
+        last = self.router_contact()
+        return last is None or time.monotonic() - last < self.settings.lease_ttl / 2
 
     def bind(
         self,
@@ -155,6 +161,9 @@ class RemoteAuth:
         )
         self._bound[(tenant, session_id)] = binding
         return binding
+
+    def unbind(self, tenant: str, session_id: str) -> None:
+        self._bound.pop((tenant, session_id), None)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -188,39 +197,80 @@ class RemoteAuth:
         for name, value in fields.items():
             args += [name, value]
         for event in events:
-            args += [event.seq, event.SerializeToString()]
+            args += [event.seq, self.seal_event(lease.tenant, lease.session_id, event)]
         with map_redis_errors(f"writing the events of {lease.name}"):
             reply = await self._write(
-                keys=[keys.lease, keys.fence, events_key(keys), dir_key(keys)], args=args
+                keys=[keys.lease, keys.fence, keys.events, keys.dir], args=args
             )
         check_reply(reply, lease.tenant, lease.session_id, lease.owner, lease.fence)
 
-    async def directory(self, tenant: str, session_id: str) -> dict[str, str]:
-        """A session's directory entry (``P{K}:dir``); empty when it has none."""
+    def seal_event(self, tenant: str, session_id: str, event: pb.SessionEvent) -> bytes:
+        """An event as stored in Redis: sealed, bound to its session and its seq."""
+        return self.sealer.seal(
+            "event",
+            session_key(tenant, session_id),
+            event.SerializeToString(),
+            str(event.seq).encode(),
+        )
+
+    def _open_event(self, name: str, stream_id: str, payload: bytes) -> pb.SessionEvent | None:
+        seq = stream_id.split("-", 1)[0]
+        try:
+            plain = self.sealer.open("event", name, payload, seq.encode())
+        except SnapshotError as e:
+            log.warning("%s: event %s in Redis rejected: %s", name, stream_id, e)
+            return None
+        event = pb.SessionEvent()
+        event.ParseFromString(plain)
+        return event
+
+    def send_log(self, tenant: str, session_id: str) -> SealedSendLog:
+        """The session's send log in Redis (``P{K}:sends``), sealed like its events."""
+        return SealedSendLog(self, tenant, session_id)
+
+    def seal_dir(self, tenant: str, session_id: str) -> Callable[[bytes], bytes]:
+        name = session_key(tenant, session_id)
+        return lambda plain: self.sealer.seal("dir", name, plain)
+
+    def _unseal_dir(self, tenant: str, session_id: str) -> Callable[[bytes], bytes]:
+        name = session_key(tenant, session_id)
+
+        def unseal(blob: bytes) -> bytes:
+            try:
+                return self.sealer.open("dir", name, blob)
+            except SnapshotError as e:
+                log.warning("%s: directory entry's private fields rejected: %s", name, e)
+                return b"{}"
+
+        return unseal
+
+    async def directory(self, tenant: str, session_id: str) -> DirEntry | None:
+        """A session's directory entry (``P{K}:dir``); None when it has none."""
         keys = self.leases.session_keys(tenant, session_id)
         with map_redis_errors(f"reading the directory entry of {session_key(tenant, session_id)}"):
-            entry = await self.redis.hgetall(dir_key(keys))
-        return {_text(k): _text(v) for k, v in entry.items()}
+            entry = await self.redis.hgetall(keys.dir)
+        return DirEntry.decode(entry, self._unseal_dir(tenant, session_id))
 
     async def read_history(
         self, tenant: str, session_id: str
-    ) -> tuple[list[pb.SessionEvent], dict[str, str]]:
+    ) -> tuple[list[pb.SessionEvent], DirEntry | None]:
         """The stream's tail (oldest first) and the directory entry of a session."""
         keys = self.leases.session_keys(tenant, session_id)
         with map_redis_errors(f"reading the events of {session_key(tenant, session_id)}"):
             raw = await self.redis.xrevrange(
-                events_key(keys), "+", "-", count=self.settings.event_log_size
+                keys.events, "+", "-", count=self.settings.event_log_size
             )
-            entry = await self.redis.hgetall(dir_key(keys))
+            entry = await self.redis.hgetall(keys.dir)
         events: list[pb.SessionEvent] = []
-        for _id, data in reversed(raw or []):
+        name = session_key(tenant, session_id)
+        for stream_id, data in reversed(raw or []):
             payload = data.get(b"e") if isinstance(data, dict) else None
             if not isinstance(payload, bytes):
                 continue
-            event = pb.SessionEvent()
-            event.ParseFromString(payload)
-            events.append(event)
-        return events, {_text(k): _text(v) for k, v in entry.items()}
+            event = self._open_event(name, text(stream_id), payload)
+            if event is not None:
+                events.append(event)
+        return events, DirEntry.decode(entry, self._unseal_dir(tenant, session_id))
 
     async def aclose(self) -> None:
         """Stop writers and the keeper (releasing what is still held), close the client."""
@@ -237,6 +287,44 @@ class RemoteAuth:
                 await asyncio.shield(self.keeper.aclose())
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+
+
+class SealedSendLog:
+    """A session's send log in Redis, readable by its owners only: a record's message id names
+    the recipient's chat (a phone number), so each record is sealed (bound to its session and
+    its idempotency key) under a field named by a keyed hash of the key, which may say as much.
+    A record that does not open (forged, moved) counts as absent."""
+
+    def __init__(self, remote: RemoteAuth, tenant: str, session_id: str) -> None:
+        self._redis = remote.redis
+        self._sealer = remote.sealer
+        self._name = session_key(tenant, session_id)
+        self._key = SessionKeys.of(remote.store.prefix, tenant, session_id).sends
+
+    async def get(self, key: str) -> SendRecord | None:
+        names = self._sealer.names("send", self._name, key)
+        with map_redis_errors(f"reading the send log of {self._name}"):
+            found = await self._redis.hmget(self._key, names)
+        for blob in found:
+            if not isinstance(blob, bytes):
+                continue
+            try:
+                record = SendRecord.decode(
+                    self._sealer.open("send", self._name, blob, key.encode())
+                )
+            except (SnapshotError, ValueError, TypeError) as e:
+                log.warning("%s: send record in Redis rejected: %s", self._name, e)
+                continue
+            if record.key == key:
+                return record
+        return None
+
+    async def put(self, record: SendRecord) -> None:
+        name = self._sealer.names("send", self._name, record.key)[0]
+        blob = self._sealer.seal("send", self._name, record.encode().encode(), record.key.encode())
+        with map_redis_errors(f"writing the send log of {self._name}"):
+            await self._redis.hset(self._key, name, blob)
+            await self._redis.expire(self._key, KEEP_SECONDS)
 
 
 class RemoteSession:
@@ -263,6 +351,7 @@ class RemoteSession:
         self._on_claimed = on_claimed
         self.lease: Lease | None = None
         self.takeover = False
+        self.handed_off = False  # stopped here to start elsewhere (the directory says so)
         self.lost = False
         self._session: Any = None  # HostedSession (typed loosely: session.py imports us not)
         self._written_seq = 0
@@ -290,7 +379,7 @@ class RemoteSession:
             self._kick.set()
             raise
         except StaleFence as e:
-            self._stale(e)
+            self._stale(e, lease)
             raise
         self._pending_snapshot = None
 
@@ -315,54 +404,49 @@ class RemoteSession:
         self.lost = False
         ttl = self.remote.settings.lease_ttl
         wait = ttl + max(2.0, ttl * 0.2) if self.takeover else 0.0
-        deadline = time.monotonic() + wait
-        delay = BACKOFF_FIRST
         holder = ""
-        while True:
-            try:
-                lease = await self.remote.leases.acquire(
-                    self.tenant, self.session_id, self.remote.owner
-                )
-                if lease is not None:
-                    break
-                current = await self.remote.leases.holder(self.tenant, self.session_id)
-                holder = current[0] if current else holder
-            except StoreUnavailable as e:
-                if time.monotonic() >= deadline:
-                    raise
-                log.info("%s: claiming the lease: %s", self.name, e)
-            if time.monotonic() >= deadline:
-                raise NodeUnavailable(
-                    f"the session is held by {holder or 'another node'}"
-                    + (f"; its lease did not lapse within {wait:.0f}s" if self.takeover else "")
-                )
-            await asyncio.sleep(min(delay, max(0.05, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.5)
+        lease: Lease | None = None
+        try:
+            async for attempt in retry.LEASE.retrying(on=(StoreUnavailable, _Held), deadline=wait):
+                with attempt:
+                    lease = await self.remote.leases.acquire(
+                        self.tenant, self.session_id, self.remote.owner
+                    )
+                    if lease is None:
+                        current = await self.remote.leases.holder(self.tenant, self.session_id)
+                        holder = current[0] if current else holder
+                        raise _Held(holder)
+        except _Held:
+            raise NodeUnavailable(
+                f"the session is held by {holder or 'another node'}"
+                + (f"; its lease did not lapse within {wait:.0f}s" if self.takeover else "")
+            ) from None
+        assert lease is not None
+        self.handed_off = False
         self.lease = lease
         self.remote.keeper.add(lease)
         events, entry = await self._history()
-        seq = int(entry.get("last_seq") or 0)
-        session.log.adopt(events, last_seq=seq)
+        session.log.adopt(events, last_seq=entry.last_seq if entry is not None else 0)
         self._written_seq = session.log.last_seq
-        previous = entry.get("node_id", "")
+        if entry is not None and not session.info.labels and entry.labels:
+            session.info.labels = dict(entry.labels)  # a failover start carries none
+        previous = entry.node_id if entry is not None else ""
         if previous and previous != self.node_id:
             await self._on_claimed(previous)
         self._start_writer()
 
-    async def _history(self) -> tuple[list[pb.SessionEvent], dict[str, str]]:
-        delay = BACKOFF_FIRST
-        for _ in range(5):
-            try:
+    async def _history(self) -> tuple[list[pb.SessionEvent], DirEntry | None]:
+        async for attempt in retry.REDIS.retrying(
+            on=(StoreUnavailable,), attempts=HISTORY_ATTEMPTS
+        ):
+            with attempt:
                 return await self.remote.read_history(self.tenant, self.session_id)
-            except StoreUnavailable as e:
-                log.info("%s: reading history: %s", self.name, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_CAP)
-        return await self.remote.read_history(self.tenant, self.session_id)
+        raise AssertionError("unreachable: the last attempt re-raises")
 
     async def reclaim(self, reason: LossReason) -> None:
         """After the keeper lost the lease: close if another owner has it; else take it again
-        once Redis answers (the session keeps running meanwhile)."""
+        once Redis answers (the session keeps running meanwhile, unless no router is in touch
+        either: see `routers_in_touch`)."""
         async with self._reclaiming:
             old = self.lease
             if self.lost or old is None:
@@ -370,16 +454,28 @@ class RemoteSession:
             if reason is LossReason.TAKEN:
                 await self._lose()
                 return
-            delay = BACKOFF_FIRST
-            while self.lease is old and not self.lost:
-                try:
-                    lease = await self.remote.leases.acquire(
-                        self.tenant, self.session_id, self.remote.owner
-                    )
-                except StoreUnavailable:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, BACKOFF_CAP)
-                    continue
+            lease: Lease | None = None
+            lapsed = reason is LossReason.UNREACHABLE
+            # A lapsed lease is tried often, each try bounded, so that routers going out of
+            # touch meanwhile are noticed within a second (acquiring twice is harmless).
+            policy = retry.LAPSED if lapsed else retry.REDIS
+            async for attempt in policy.retrying(on=(StoreUnavailable, TimeoutError)):
+                with attempt:
+                    if self.lease is not old or self.lost:
+                        return
+                    if lapsed and not self.remote.routers_in_touch():
+                        # Cut off from Redis and routers alike: routers declare this node
+                        # dead and start the session elsewhere as soon as the lease lapses,
+                        # which is now. Stop hosting before that start connects: WhatsApp
+                        # must never see two hosts. (No router declares a node dead while
+                        # it reaches it.)
+                        await self._lose(CUT_OFF_REASON)
+                        return
+                    async with asyncio.timeout(LAPSED_TRY if lapsed else None):
+                        lease = await self.remote.leases.acquire(
+                            self.tenant, self.session_id, self.remote.owner
+                        )
+            if self.lease is old and not self.lost:
                 if lease is None:
                     await self._lose()
                     return
@@ -394,23 +490,35 @@ class RemoteSession:
                 self._kick.set()
                 return
 
-    def _stale(self, e: StaleFence) -> None:
-        if e.holder is None:  # expired or Redis restarted empty: take it again
+    def _ours(self, e: StaleFence, used: Lease) -> bool:
+        """The write was refused only because it carried a lease this node has since taken
+        again (a write begun before Redis returned, refused by our own newer fence)."""
+        return (
+            used is not self.lease
+            and self.lease is not None
+            and e.holder == self.lease.owner
+            and (e.fence is None or e.fence <= self.lease.fence)
+        )
+
+    def _stale(self, e: StaleFence, used: Lease) -> None:
+        if self._ours(e, used):
+            self._kick.set()  # write again, with the lease we hold now
+        elif e.holder is None:  # expired or Redis restarted empty: take it again
             self.remote.spawn(self.reclaim(LossReason.EXPIRED), f"reclaim {self.name}")
         else:
             self.remote.spawn(self.reclaim(LossReason.TAKEN), f"lose {self.name}")
 
-    async def _lose(self) -> None:
+    async def _lose(self, reason: str = LOST_REASON) -> None:
         if self.lost:
             return
         self.lost = True
         if self.lease is not None:
             self.remote.keeper.discard(self.lease)
-        log.warning("%s: %s; closing it here, keeping the login", self.name, LOST_REASON)
+        log.warning("%s: %s; closing it here, keeping the login", self.name, reason)
         await self.stop_writer()
         if self._session is not None:
             self._session.log.close()
-        await self._on_lost(LOST_REASON)
+        await self._on_lost(reason)
 
     # -- the writer ----------------------------------------------------------------------
 
@@ -427,23 +535,25 @@ class RemoteSession:
             )
         self._kick.set()
 
-    def _fields(self) -> dict[str, str]:
+    def _entry(self, last_seq: int) -> DirEntry:
         info = self._session.info
-        return {
-            "node_id": self.node_id,
-            "address": self._address(),
-            "owner": self.lease.owner if self.lease else "",
-            "auth_strategy": pb.AuthStrategy.Name(info.auth_strategy),
-            "labels": json.dumps(info.labels, sort_keys=True),
-            "created_at": repr(info.created_at),
-            "updated_at": repr(info.updated_at),
-            "state": pb.SessionState.Name(info.state),
-            "phone": info.phone,
-            "last_error": info.last_error,
-        }
+        return DirEntry(
+            node_id=self.node_id,
+            address=self._address(),
+            owner=self.lease.owner if self.lease else "",
+            auth_strategy=info.auth_strategy,
+            labels=dict(info.labels),
+            created_at=repr(info.created_at),
+            updated_at=repr(info.updated_at),
+            state=info.state,
+            phone=info.phone,
+            last_error=info.last_error,
+            last_seq=last_seq,
+            handed_off=self.handed_off,
+        )
 
     async def _write_loop(self) -> None:
-        delay = BACKOFF_FIRST
+        failures = 0
         waiting_since: float | None = None
         while True:
             if not self._dirty and self._pending_snapshot is None:
@@ -456,9 +566,8 @@ class RemoteSession:
             self._dirty = False
             log_ = self._session.log
             events = log_.pending(self._written_seq)
-            fields = self._fields()
             top = events[-1].seq if events else self._written_seq
-            fields["last_seq"] = str(top)
+            fields = self._entry(top).encode(self.remote.seal_dir(self.tenant, self.session_id))
             try:
                 await self.remote.write(lease, events, fields)
                 snapshot = self._pending_snapshot
@@ -477,20 +586,23 @@ class RemoteSession:
                     log.warning("%s: writes wait for Redis: %s", self.name, e)
                 if now - waiting_since >= EVENT_HOLD:
                     log_.release(log_.last_seq)  # shown now, persisted when Redis returns
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_CAP)
+                failures += 1
+                await asyncio.sleep(retry.REDIS.delay(failures))
                 continue
             except StaleFence as e:
                 self._dirty = True
-                self._stale(e)
+                ours = self._ours(e, lease)
+                self._stale(e, lease)
+                if ours:
+                    continue
                 if e.holder is not None:
                     return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_CAP)
+                failures += 1
+                await asyncio.sleep(retry.REDIS.delay(failures))
                 continue
             if waiting_since is not None:
                 log.info("%s: Redis is back; writes caught up", self.name)
-            waiting_since, delay = None, BACKOFF_FIRST
+            waiting_since, failures = None, 0
             self._written_seq = max(self._written_seq, top)
             log_.release(top)
 
@@ -511,9 +623,7 @@ class RemoteSession:
     async def stop_writer(self) -> None:
         writer, self._writer = self._writer, None
         if writer is not None and not writer.done():
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+            await cancel_and_wait(writer)
 
     async def finish(self, *, release: bool = True) -> bool:
         """The session stopped here: write what is left, give the lease up, stop writing.

@@ -1,11 +1,8 @@
 """Encrypted session snapshots in Redis, written only by the session's current lease holder.
 
-Key layout (one hash tag per session, so all of a session's keys share a Cluster slot)::
-
-    {prefix}{tenant/session_id}:snap       encrypted snapshot, EX ttl (renewed on every save)
-    {prefix}{tenant/session_id}:snap:prev  the copy the last save replaced, same ttl
-    {prefix}{tenant/session_id}:lease      hash {owner, fence}, PX lease ttl   (node/lease.py)
-    {prefix}{tenant/session_id}:fence      fencing counter, INCR on every new lease
+Its keys are the schema's (sessionmesh/schema.py: `:snap` and `:snap:prev` with the store's
+TTL, renewed on every save; `:lease` and `:fence` as node/lease.py keeps them), and Redis errors
+go through the mesh's one error map (sessionmesh/redis_conn.py).
 
 Errors (under node.errors.NodeError, so node.service maps them)::
 
@@ -17,30 +14,36 @@ Errors (under node.errors.NodeError, so node.service maps them)::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
-from redis.exceptions import (
-    ClusterError,
-    ReadOnlyError,
-    RedisClusterException,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from node.crypto import SnapshotCodec, SnapshotError
 from node.errors import NodeError, NodeUnavailable
-from sessionmesh.redis_conn import DEFAULT_SESSION_PREFIX, DEFAULT_SESSION_TTL, RedisClient
+from sessionmesh.redis_conn import (
+    DEFAULT_SESSION_PREFIX,
+    DEFAULT_SESSION_TTL,
+    RedisClient,
+    redis_outages,
+)
+from sessionmesh.schema import SessionKeys
+from sessionmesh.schema import session_member as session_key
+
+__all__ = [
+    "RemoteSnapshotStore",
+    "SessionKeys",
+    "StaleFence",
+    "StoreError",
+    "StoreUnavailable",
+    "map_redis_errors",
+    "session_key",
+]
 
 log = logging.getLogger(__name__)
 
-_PART_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
@@ -61,63 +64,9 @@ class StaleFence(StoreError):
         self.fence = fence
 
 
-# Transport and topology errors: Redis is (for now) not there. Everything else is a bug or data.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ClusterError,
-    RedisClusterException,
-    TryAgainError,
-    ReadOnlyError,
-    OSError,
-    TimeoutError,
-)
-
-
-@contextmanager
-def map_redis_errors(what: str) -> Iterator[None]:
-    """The one place where redis-py's transport errors become StoreUnavailable."""
-    try:
-        yield
-    except _UNAVAILABLE as e:
-        raise StoreUnavailable(f"Redis is unreachable ({what}): {type(e).__name__}: {e}") from e
-
-
-@dataclass(frozen=True)
-class SessionKeys:
-    """The Redis keys of one session, all under one hash tag."""
-
-    tag: str
-
-    @classmethod
-    def of(cls, prefix: str, tenant: str, session_id: str) -> SessionKeys:
-        for name, part in (("tenant", tenant), ("session_id", session_id)):
-            if not _PART_RE.match(part):
-                raise ValueError(
-                    f"{name} {part[:70]!r} must be 1-128 of letters, digits, '_', '.', '@', ':', '-'"
-                )
-        return cls(f"{prefix}{{{tenant}/{session_id}}}")
-
-    @property
-    def snap(self) -> str:
-        return f"{self.tag}:snap"
-
-    @property
-    def prev(self) -> str:
-        return f"{self.tag}:snap:prev"
-
-    @property
-    def lease(self) -> str:
-        return f"{self.tag}:lease"
-
-    @property
-    def fence(self) -> str:
-        return f"{self.tag}:fence"
-
-
-def session_key(tenant: str, session_id: str) -> str:
-    """The name a snapshot is bound to (the codec's associated data)."""
-    return f"{tenant}/{session_id}"
+def map_redis_errors(what: str) -> contextlib.AbstractContextManager[None]:
+    """The mesh's one Redis error map (sessionmesh.redis_conn), raising StoreUnavailable."""
+    return redis_outages(what, StoreUnavailable)
 
 
 # The fence check shared by save and fenced delete. KEYS: lease, fence. ARGV: owner, fence.

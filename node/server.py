@@ -1,4 +1,5 @@
-"""A session node's process: gRPC server, health, reflection, browser pool, graceful stop.
+"""A session node's process: gRPC server (mutual TLS, no reflection), health, browser pool,
+graceful stop.
 
 With Redis configured it also runs RemoteAuth (node/remote.py) and membership
 (node/membership.py); a graceful stop then hands RemoteAuth sessions off and deregisters."""
@@ -11,11 +12,11 @@ from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from node.auth_store import LocalAuthStore
 from node.browser import BrowserPool
 from node.catalog import LocalCatalog
+from node.guard import NodeGuard
 from node.host import SessionHost
 from node.lease import new_owner
 from node.membership import Membership
@@ -23,9 +24,13 @@ from node.memory import BrowserMemory
 from node.remote import RemoteAuth
 from node.service import NodeService
 from node.settings import NodeSettings
+from node.warm import WarmPages
 from sessionmesh import telemetry
+from sessionmesh.config import join_address, split_address
+from sessionmesh.rpc import queue_options
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import node_pb2, node_pb2_grpc
+from webhooks.backend import NodeWebhooks, open_store
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +75,11 @@ class NodeServer:
                 interval=settings.heartbeat_interval,
                 ttl=settings.heartbeat_ttl,
             )
+        self.warm = WarmPages(self._pool, settings) if settings.warm_page else None
         self.host = SessionHost(
             settings,
             self._pool,
+            warm=self.warm,
             local_store=LocalAuthStore(
                 root, backups=settings.backup_count if settings.backup_enabled else 0
             ),
@@ -82,6 +89,19 @@ class NodeServer:
             address=lambda: self.address,
         )
         self.host.observers.append(telemetry.SessionTimings())
+        # Webhooks: every event some webhook wants goes to the outbox; this node delivers too.
+        self.webhooks: NodeWebhooks | None = None
+        store, why = open_store(
+            settings.webhooks,
+            settings.redis,
+            prefix=settings.mesh_prefix,
+            fallback_keys=settings.snapshot_keys,
+        )
+        if store is not None:
+            self.webhooks = NodeWebhooks(store, settings.webhooks, owner=self.owner)
+            self.host.observers.append(self.webhooks.publisher)
+        else:
+            log.debug("node %s: %s", settings.node_id, why)
         self._unwatch: Callable[[], None] | None = None
         self._serving = False
         self._closed = False
@@ -102,11 +122,22 @@ class NodeServer:
         if self._closed:
             raise RuntimeError("node server is closed")
         await self._pool.start()
+        if self.warm is not None:
+            self.warm.start()
         if self.remote is not None:
             await self.remote.start()
+        guard = NodeGuard(self.settings.security, SERVICE_NAME, (health.SERVICE_NAME,))
+        if self.webhooks is not None:
+            await self.webhooks.start()
+        if self.remote is not None:
+            self.remote.router_contact = lambda: guard.last_router_call
         server = grpc.aio.server(
-            interceptors=telemetry.server_interceptors(SERVICE_NAME, count_rejections=False),
-            options=SERVER_OPTIONS,
+            interceptors=[
+                *telemetry.server_interceptors(SERVICE_NAME, count_rejections=False),
+                guard,
+            ],
+            options=[*SERVER_OPTIONS, *queue_options(self.settings.max_concurrent_rpcs)],
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
         )
         self._service = NodeService(
             self.host,
@@ -117,14 +148,16 @@ class NodeServer:
         )
         node_pb2_grpc.add_SessionNodeServicer_to_server(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-        )
-        host, _, _port = self.settings.listen.rpartition(":")
-        port = server.add_insecure_port(self.settings.listen)
+        # No server reflection: a node's API is for its routers, not for discovery.
+        host, _ = split_address(self.settings.listen, "MESH_NODE_LISTEN", allow_port_zero=True)
+        credentials = self.settings.security.node_server_credentials()
+        if credentials is not None:
+            port = server.add_secure_port(self.settings.listen, credentials)
+        else:
+            port = server.add_insecure_port(self.settings.listen)
         if port == 0:
             raise OSError(f"cannot listen on {self.settings.listen} (MESH_NODE_LISTEN)")
-        self.address = f"{host}:{port}"
+        self.address = join_address(host, port)
         await server.start()
         self._server = server
         self._unwatch = telemetry.mesh_metrics().watch_node(
@@ -164,10 +197,14 @@ class NodeServer:
         self._serving = False
         await self._health.enter_graceful_shutdown()
         await asyncio.shield(self.host.shutdown())
+        if self.webhooks is not None:  # the last events (STOPPED, ...) go to the outbox first
+            await asyncio.shield(self.webhooks.aclose())
         if self.membership is not None:
             await asyncio.shield(self.membership.aclose(deregister=True))
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace)
+        if self.warm is not None:
+            await self.warm.aclose()
         await self._pool.aclose()
         if self.remote is not None:
             await self.remote.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,17 +13,22 @@ from node.errors import (
     InvalidRequest,
     NodeFull,
     NodeUnavailable,
+    OutOfRange,
     PageError,
     SessionNotFound,
 )
 from node.host import SessionHost
 from node.remote_store import StaleFence, StoreError
+from sessionmesh.sending import MESSAGE_ID_RE, check_send
 from sessionmesh.telemetry import mesh_metrics
 from sessionmesh.v1 import common_pb2 as pb
-from sessionmesh.v1 import node_pb2, node_pb2_grpc
+from sessionmesh.v1 import mesh_pb2, node_pb2, node_pb2_grpc
 from sessionmesh.validation import InvalidArgument, check_labels, check_session_id
 
 T = TypeVar("T")
+MAX_MEDIA_BYTES = 64 << 20  # what the node takes from a router (which enforces its own limit)
+MEDIA_CHUNK = 256 << 10
+SETTLE_WAIT = 15.0  # s a watch waits for a taking-over session to adopt its events
 
 _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (SessionNotFound, grpc.StatusCode.NOT_FOUND),
@@ -30,6 +36,7 @@ _STATUS: list[tuple[type[Exception], grpc.StatusCode]] = [
     (NodeUnavailable, grpc.StatusCode.UNAVAILABLE),
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
+    (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (StaleFence, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreError, grpc.StatusCode.INTERNAL),
@@ -134,7 +141,15 @@ class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
     ) -> AsyncIterator[pb.SessionEvent]:
         async def find() -> Any:
             _check(request.tenant, request.session_id)
-            return self._host.get(request.tenant, request.session_id)
+            session = self._host.get(request.tenant, request.session_id)
+            # A session taking over waits for its previous owner's events before it can tell.
+            last = await session.log.last_known(SETTLE_WAIT)
+            if last is not None and request.after_seq > last:
+                raise OutOfRange(
+                    f"after_seq {request.after_seq} is beyond the last event of session "
+                    f"{request.session_id!r} (seq {last})"
+                )
+            return session
 
         session = await _mapped(context, find)
         async for event in session.log.follow(request.after_seq):
@@ -149,6 +164,44 @@ class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
             return session.to_proto(self.node_id)
 
         return await _mapped(context, run)
+
+    async def SendMessage(
+        self, request: node_pb2.NodeSendMessageRequest, context: Any
+    ) -> mesh_pb2.SendMessageResponse:
+        async def run() -> mesh_pb2.SendMessageResponse:
+            check_session_id(request.tenant, "tenant")
+            send = check_send(request.request, max_media_bytes=MAX_MEDIA_BYTES)
+            return await self._host.send(request.tenant, send)  # type: ignore[no-any-return]
+
+        return await _mapped(context, run)
+
+    async def GetMessageMedia(
+        self, request: node_pb2.NodeMediaRequest, context: Any
+    ) -> AsyncIterator[mesh_pb2.MediaChunk]:
+        async def run() -> dict[str, Any]:
+            _check(request.tenant, request.session_id)
+            if MESSAGE_ID_RE.fullmatch(request.message_id) is None:
+                raise InvalidArgument("message_id", "is not a message id")
+            found = await self._host.media(request.tenant, request.session_id, request.message_id)
+            if found.get("missing") == "message":
+                raise SessionNotFound(f"message {request.message_id!r} not found in this session")
+            if found.get("missing"):
+                raise FailedPrecondition(f"message {request.message_id!r} has no media")
+            return found
+
+        found = await _mapped(context, run)
+        data = base64.b64decode(found["data"])
+        first = True
+        for start in range(0, max(len(data), 1), MEDIA_CHUNK):
+            chunk = mesh_pb2.MediaChunk(data=data[start : start + MEDIA_CHUNK])
+            if first:
+                chunk.mimetype, chunk.filename, chunk.size = (
+                    found.get("mimetype", ""),
+                    found.get("filename", ""),
+                    len(data),
+                )
+                first = False
+            yield chunk
 
     async def Drain(self, request: node_pb2.NodeDrainRequest, context: Any) -> pb.NodeStatus:
         """DRAINING: no new sessions (gRPC health stays SERVING, so routers can still reach
@@ -176,4 +229,6 @@ class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
             sessions=self._host.held(),
             capacity=self._host.settings.max_sessions,
             memory_bytes=self._memory(),
+            missing_hooks=sorted(self._host.missing_hooks()),
+            wa_version=next(iter(self._host.wa_versions()), ""),
         )

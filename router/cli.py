@@ -10,7 +10,7 @@ import sys
 
 from router.server import RouterServer
 from router.settings import RouterSettings
-from sessionmesh.config import ConfigError
+from sessionmesh.config import ConfigError, setup_logging
 from sessionmesh.telemetry import setup_telemetry
 
 
@@ -26,11 +26,8 @@ async def run(settings: RouterSettings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("MESH_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        setup_logging(os.environ)
         settings = RouterSettings.from_env(os.environ)
     except ConfigError as e:
         print(f"mesh-router: {e}", file=sys.stderr)

@@ -7,8 +7,10 @@
     ├── SessionNotFound         NOT_FOUND          unknown id, or another tenant's id
     ├── NodeNotFound            NOT_FOUND          an admin call named no known node
     ├── PreconditionFailed      FAILED_PRECONDITION  a node refused the call in this state
+    ├── OutOfRange              OUT_OF_RANGE       after_seq beyond the session's last event
     ├── ClusterFull             RESOURCE_EXHAUSTED every node is full
     │   └── NodeFull            RESOURCE_EXHAUSTED one node is full (placement tries the next)
+    ├── QuotaExceeded           RESOURCE_EXHAUSTED a tenant's cap (named in the message)
     └── NodeUnavailable         UNAVAILABLE        no node healthy, or a node call went wrong
         ├── NodeUnreachable     UNAVAILABLE        refused or not reached: the call was not acted on
         ├── NodeFailed          UNAVAILABLE        timed out or answered an unexpected error
@@ -57,12 +59,20 @@ class PreconditionFailed(RouterError):
     pass
 
 
+class OutOfRange(RouterError):
+    pass
+
+
 class ClusterFull(RouterError):
     pass
 
 
 class NodeFull(ClusterFull):
     pass
+
+
+class QuotaExceeded(RouterError):
+    """A tenant reached one of its caps; the message names the setting."""
 
 
 class NodeUnavailable(RouterError):
@@ -89,8 +99,11 @@ _CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (SessionNotFound, grpc.StatusCode.NOT_FOUND),
     (NodeNotFound, grpc.StatusCode.NOT_FOUND),
     (PreconditionFailed, grpc.StatusCode.FAILED_PRECONDITION),
+    (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (ClusterFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NodeUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
 )
 
 
@@ -98,6 +111,6 @@ def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
     """The status code and message a client gets for `exc`; unknown errors are INTERNAL."""
     for kind, code in _CODES:
         if isinstance(exc, kind):
-            return code, str(exc)
+            return code, str(exc) or "this router does not serve that call"
     log.error("unexpected error", exc_info=exc)
     return grpc.StatusCode.INTERNAL, "internal error in the router"

@@ -23,8 +23,10 @@ from router.errors import (
     NodeUnreachable,
     RedisUnavailable,
 )
-from router.nodes import LIVE_STATES, NodeClient, NodePool
+from router.nodes import NodeClient, NodePool
 from router.placement import placement_key
+from sessionmesh import retry
+from sessionmesh.schema import LIVE_STATES
 from sessionmesh.telemetry import mesh_metrics
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import mesh_pb2
@@ -37,12 +39,14 @@ R = TypeVar("R")
 # A failover move refused for want of room or of a node that answers is tried again, with these
 # delays (s), for as long as the dead node stays dead and the session is still its own.
 RETRIED = (ClusterFull, NodeUnavailable)
-RETRY_FIRST = 1.0
-RETRY_CAP = 30.0
 DEFAULT_DRAIN_PARALLELISM = 4
 MAX_DRAIN_PARALLELISM = 32
 # Sessions in use come back first.
 _URGENCY: dict[int, int] = {pb.READY: 0, pb.AUTHENTICATED: 1, pb.SCAN_QR_CODE: 2, pb.STARTING: 3}
+
+
+def _urgency(entry: DirEntry) -> int:
+    return 0 if entry.handed_off else _URGENCY.get(entry.state, 9)
 
 
 def local_reason(node_id: str) -> str:
@@ -60,8 +64,9 @@ class FailoverPlan:
 
 
 def plan_failover(node_id: str, entries: Mapping[Key, DirEntry | None]) -> FailoverPlan:
-    """Sort a dead node's sessions: RemoteAuth ones still on it and running move (READY first,
-    then by key); LocalAuth ones stay; the rest (moved already, stopped, failed) are skipped."""
+    """Sort a dead node's sessions: RemoteAuth ones still on it and running, or handed off at
+    its SIGTERM, move (READY and handed-off first, then by key); LocalAuth ones stay; the rest
+    (moved already, stopped, failed) are skipped."""
     plan = FailoverPlan()
     for key in sorted(entries):
         entry = entries[key]
@@ -69,11 +74,11 @@ def plan_failover(node_id: str, entries: Mapping[Key, DirEntry | None]) -> Failo
             plan.skip.append(key)
         elif entry is None or not entry.remote:
             plan.stay.append(key)
-        elif entry.state in LIVE_STATES:
-            plan.move.append((key, entry))
+        elif entry.state in LIVE_STATES or (entry.handed_off and entry.state == pb.STOPPED):
+            plan.move.append((key, entry))  # handed off at SIGTERM: stopped there to move
         else:
             plan.skip.append(key)
-    plan.move.sort(key=lambda item: (_URGENCY.get(item[1].state, 9), item[0]))
+    plan.move.sort(key=lambda item: (_urgency(item[1]), item[0]))
     return plan
 
 
@@ -102,7 +107,8 @@ class Mover:
         self._pool = pool
         self._directory = directory
         self.parallelism = parallelism
-        self.completed: list[tuple[str, str]] = []  # (node_id, epoch) failovers this router ran
+        self.completed: list[tuple[str, str]] = []
+        self.retry = retry.MOVE  # delays between rounds of moves that found no room  # (node_id, epoch) failovers this router ran
 
     async def start_elsewhere(
         self, tenant: str, session_id: str, entry: DirEntry, exclude: frozenset[str]
@@ -138,22 +144,25 @@ class Mover:
         it carried out, or None when another router has the claim or the node came back.
         """
         assert self._directory is not None
-        delay = 0.5
-        while True:
-            if not self._pool.is_dead(node_id):
-                log.info("node %s is back; no failover", node_id)
-                return None
-            try:
+        keys: list[Key] = []
+        found: list[DirEntry | None] = []
+        async for attempt in retry.REDIS.retrying(
+            on=(RedisUnavailable,),
+            before_sleep=lambda s: log.warning(
+                "failover of node %s waits for Redis: %s",
+                node_id,
+                s.outcome.exception() if s.outcome else "",
+            ),
+        ):
+            with attempt:
+                if not self._pool.is_dead(node_id):
+                    log.info("node %s is back; no failover", node_id)
+                    return None
                 if not await self._directory.claim_failover(node_id, epoch):
                     log.info("node %s: another router runs its failover", node_id)
                     return None
                 keys = await self._directory.node_sessions(node_id)
-                found = await asyncio.gather(*(self._directory.get(t, s) for t, s in keys))
-                break
-            except RedisUnavailable as e:
-                log.warning("failover of node %s waits for Redis: %s", node_id, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                found = list(await asyncio.gather(*(self._directory.get(t, s) for t, s in keys)))
         plan = plan_failover(node_id, dict(zip(keys, found, strict=True)))
         log.warning(
             "failover of node %s (epoch %s): moving %d RemoteAuth sessions; "
@@ -174,10 +183,11 @@ class Mover:
         for tenant, session_id in plan.stay:
             self._pool.affinity.note_strategy(tenant, session_id, pb.LOCAL)
         pending = plan.move
-        delay = RETRY_FIRST
+        rounds = 0
         while True:
             results = await bounded(pending, self.parallelism, move)
-            retry: list[tuple[Key, DirEntry]] = []
+            delay = self.retry.delay(rounds + 1)
+            again: list[tuple[Key, DirEntry]] = []
             for item, result in zip(pending, results, strict=True):
                 (tenant, session_id), _ = item
                 if not isinstance(result, Exception):
@@ -190,14 +200,14 @@ class Mover:
                         result,
                         delay,
                     )
-                    retry.append(item)
+                    again.append(item)
                 else:
                     log.error("failover of %s/%s failed: %s", tenant, session_id, result)
-            if not retry:
+            if not again:
                 break
+            rounds += 1
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_CAP)
-            pending = await self._still_on(node_id, retry)
+            pending = await self._still_on(node_id, again)
             if not pending:
                 break
         self.completed.append((node_id, epoch))

@@ -1,6 +1,7 @@
 """The guard around every public method: bearer-token auth, the caller's tenant, error mapping.
 
-Health and reflection are left open; only `sessionmesh.v1.SessionMesh` methods are guarded.
+Health and reflection are left open; `sessionmesh.v1.SessionMesh` methods are guarded, and
+anything else is refused.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from router.errors import Unauthenticated, status_for
+from router.errors import InvalidRequest, Unauthenticated, status_for
 from sessionmesh.auth import TokenTable, bearer_token
+from sessionmesh.rpc import Undecodable, refusal, with_behavior
 
 GUARDED_PREFIX = "/sessionmesh.v1.SessionMesh/"
 
@@ -29,10 +31,15 @@ def current_tenant() -> str:
 
 
 class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Authenticates each call, sets its tenant, and turns router errors into a gRPC status."""
+    """Authenticates each call, sets its tenant, and turns router errors into a gRPC status.
 
-    def __init__(self, tokens: TokenTable) -> None:
+    It knows two shapes of public method, unary and server-streaming; any other shape under
+    the public service is refused rather than passed through unguarded. Requests that do not
+    decode answer INVALID_ARGUMENT (after authentication), with one log line."""
+
+    def __init__(self, tokens: TokenTable, open_services: tuple[str, ...] = ()) -> None:
         self._tokens = tokens
+        self._open = tuple(f"/{name}/" for name in open_services)
 
     async def intercept_service(
         self,
@@ -40,21 +47,20 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(GUARDED_PREFIX):
-            return handler
+        method = handler_call_details.method
+        if handler is None:
+            return None  # grpc answers UNIMPLEMENTED
+        if method.startswith(self._open):
+            return handler  # health and reflection: open, nothing to guard
+        if not method.startswith(GUARDED_PREFIX):
+            return refusal(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served here")
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return with_behavior(handler, method, unary_unary=self._unary(handler.unary_unary))
         if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+            return with_behavior(
+                handler, method, unary_stream=self._streaming(handler.unary_stream)
             )
-        return handler
+        return refusal(grpc.StatusCode.UNIMPLEMENTED, f"{method}: this call shape is not served")
 
     def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> str:
         token = bearer_token(context.invocation_metadata())
@@ -67,10 +73,15 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             raise Unauthenticated("invalid token")
         return tenant
 
+    def _admit(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        _tenant.set(self._authenticate(context))
+        if isinstance(request, Undecodable):
+            raise InvalidRequest(request.message)
+
     def _unary(self, behavior: Unary) -> Unary:
         async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
-                _tenant.set(self._authenticate(context))
+                self._admit(request, context)
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -85,7 +96,7 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             try:
-                _tenant.set(self._authenticate(context))
+                self._admit(request, context)
                 async for item in behavior(request, context):
                     yield item
             except grpc.aio.AbortError:

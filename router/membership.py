@@ -18,7 +18,10 @@ so losing Redis alone never declares a node dead. A node that is not a registere
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+
+from sessionmesh.schema import Heartbeat
+
+__all__ = ["Heartbeat", "Liveness", "NodeLiveness"]
 
 
 class Liveness(enum.Enum):
@@ -26,15 +29,6 @@ class Liveness(enum.Enum):
     HEALTHY = "healthy"
     SUSPECTED = "suspected"
     DEAD = "dead"
-
-
-@dataclass(frozen=True)
-class Heartbeat:
-    """What a node writes into `{mesh}{node:ID}` (the key exists while the node is alive)."""
-
-    address: str
-    epoch: str
-    capacity: int = 0
 
 
 class NodeLiveness:

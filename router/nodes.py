@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -22,6 +21,7 @@ from router.errors import (
     NodeFull,
     NodeUnavailable,
     NodeUnreachable,
+    OutOfRange,
     PreconditionFailed,
     RedisUnavailable,
     SessionNotFound,
@@ -29,20 +29,16 @@ from router.errors import (
 from router.membership import Liveness, NodeLiveness
 from router.placement import NodeLoad, Placement
 from router.settings import RouterSettings
+from sessionmesh import retry
+from sessionmesh.config import ConfigError
+from sessionmesh.retry import RetryPolicy
+from sessionmesh.schema import LIVE_STATES
 from sessionmesh.telemetry import client_interceptors
-from sessionmesh.v1 import common_pb2, node_pb2, node_pb2_grpc
+from sessionmesh.v1 import common_pb2, mesh_pb2, node_pb2, node_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 Health = common_pb2.NodeHealth
-LIVE_STATES = frozenset(
-    {
-        common_pb2.STARTING,
-        common_pb2.SCAN_QR_CODE,
-        common_pb2.AUTHENTICATED,
-        common_pb2.READY,
-    }
-)
 
 # Codes a node answers when the call never took effect there (connection refused, draining).
 _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE}
@@ -56,22 +52,6 @@ TRANSPORT_CODES = frozenset(
         grpc.StatusCode.INTERNAL,
     }
 )
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Retry policy for re-opening streams: exponential delays with jitter, a bound per attempt."""
-
-    initial: float = 0.1
-    maximum: float = 3.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-    attempt_timeout: float = 10.0  # how long one attempt may wait for the node to connect
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before attempt number `attempt` (1 = the first retry)."""
-        base = min(self.maximum, self.initial * self.multiplier ** max(0, attempt - 1))
-        return base * (1 + random.uniform(-self.jitter, self.jitter))
 
 
 def channel_options(settings: RouterSettings) -> list[tuple[str, int]]:
@@ -104,15 +84,33 @@ class NodeClient:
         self.sessions = 0
         self.capacity = 0
         self.memory_bytes = 0
+        self.missing_hooks: list[str] = []
+        self.wa_version = ""
         # Set by the pool from the node's liveness: only admitted nodes get new sessions.
         self.liveness: Liveness | None = None
         self.stream_ok = False  # the grpc.health.v1 Watch stream is open and has answered
+        # The last status poll answered. A stream over a link that silently drops packets
+        # stays "open" until keepalive gives up (MESH_KEEPALIVE_TIME + _TIMEOUT); a poll with a
+        # short deadline notices within STATUS_DEADLINE.
+        self.poll_ok = False
+        self.silent_since: float | None = None  # when the first unanswered poll was sent
         self.stream_settled = asyncio.Event()  # the stream answered or failed at least once
         self._timeout = settings.node_timeout
+        self._status_timeout = status_deadline(settings)
         self._takeover_timeout = settings.takeover_timeout
-        self._channel = grpc.aio.insecure_channel(
-            address, options=channel_options(settings), interceptors=client_interceptors()
-        )
+        credentials = settings.security.node_channel_credentials()
+        if credentials is not None:  # mutual TLS: our certificate, the mesh's CA
+            self._channel = grpc.aio.secure_channel(
+                address,
+                credentials,
+                options=channel_options(settings),
+                interceptors=client_interceptors(),
+            )
+        else:
+            self._channel = grpc.aio.insecure_channel(
+                address, options=channel_options(settings), interceptors=client_interceptors()
+            )
+        self._metadata = settings.security.node_metadata()
         self.stub = node_pb2_grpc.SessionNodeStub(self._channel)
         self._health_stub = health_pb2_grpc.HealthStub(self._channel)
 
@@ -130,6 +128,11 @@ class NodeClient:
         return self.liveness is Liveness.DEAD
 
     @property
+    def reachable(self) -> bool:
+        """What liveness counts as a good health check: the stream is open and polls answer."""
+        return self.stream_ok and self.poll_ok
+
+    @property
     def load(self) -> NodeLoad:
         return NodeLoad(healthy=self.admitted, sessions=self.sessions, capacity=self.capacity)
 
@@ -141,6 +144,8 @@ class NodeClient:
             sessions=self.sessions,
             capacity=self.capacity,
             memory_bytes=self.memory_bytes,
+            missing_hooks=self.missing_hooks,
+            wa_version=self.wa_version,
         )
 
     def note_placed(self) -> None:
@@ -166,6 +171,8 @@ class NodeClient:
             return NodeFull(details)
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             return InvalidRequest(details)
+        if code == grpc.StatusCode.OUT_OF_RANGE:
+            return OutOfRange(details)
         if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS):
             return PreconditionFailed(details)
         if code in _UNREACHABLE:
@@ -183,15 +190,20 @@ class NodeClient:
     async def poll(self) -> bool:
         """Refresh status; returns True when the node was just reached after being out of reach."""
         before = self.health
+        sent = time.monotonic()
         try:
             status = await self.stub.GetNodeStatus(
-                node_pb2.NodeStatusRequest(), timeout=self._timeout
+                node_pb2.NodeStatusRequest(), timeout=self._status_timeout, metadata=self._metadata
             )
         except grpc.aio.AioRpcError as e:
             if before != Health.UNREACHABLE:
                 log.warning("node %s is unreachable: %s", self.label, e.details() or e.code())
             self.health = Health.UNREACHABLE
+            self.poll_ok = False
+            if self.silent_since is None:
+                self.silent_since = sent  # nothing answered since
             return False
+        self.poll_ok, self.silent_since = True, None
         if self.node_id and status.node_id != self.node_id:
             log.warning("node at %s now calls itself %s", self.address, status.node_id)
         self.node_id = status.node_id
@@ -199,6 +211,8 @@ class NodeClient:
         self.sessions = status.sessions
         self.capacity = status.capacity
         self.memory_bytes = status.memory_bytes
+        self.missing_hooks = list(status.missing_hooks)
+        self.wa_version = status.wa_version
         if before in (Health.NODE_HEALTH_UNSPECIFIED, Health.UNREACHABLE):
             log.info(
                 "node %s is %s (%d/%d sessions)",
@@ -210,7 +224,7 @@ class NodeClient:
             return True
         return False
 
-    async def watch_health(self, backoff: Backoff, on_change: Callable[[], None]) -> None:
+    async def watch_health(self, backoff: RetryPolicy, on_change: Callable[[], None]) -> None:
         """Follow grpc.health.v1 Watch for ever: `stream_ok` while it answers; re-open on break.
 
         Any answer counts (a draining node answers NOT_SERVING and is alive); a broken or
@@ -258,14 +272,16 @@ class NodeClient:
         )
         timeout = self._takeover_timeout if takeover else self._timeout
         with self.errors():
-            session: common_pb2.Session = await self.stub.StartSession(request, timeout=timeout)
+            session: common_pb2.Session = await self.stub.StartSession(
+                request, timeout=timeout, metadata=self._metadata
+            )
         return session
 
     async def drain(self, done: bool) -> common_pb2.NodeStatus:
         """Drain(done=False): stop admitting (DRAINING); Drain(done=True): NOT_SERVING."""
         with self.errors():
             status: common_pb2.NodeStatus = await self.stub.Drain(
-                node_pb2.NodeDrainRequest(done=done), timeout=self._timeout
+                node_pb2.NodeDrainRequest(done=done), timeout=self._timeout, metadata=self._metadata
             )
         self.health = status.health or self.health
         return status
@@ -275,7 +291,7 @@ class NodeClient:
         request = node_pb2.NodeSessionRequest(tenant=tenant, session_id=session_id)
         with self.errors():
             session: common_pb2.Session = await self.stub.HandOffSession(
-                request, timeout=self._takeover_timeout
+                request, timeout=self._takeover_timeout, metadata=self._metadata
             )
         return session
 
@@ -284,14 +300,31 @@ class NodeClient:
         request = node_pb2.NodeSessionRequest(tenant=tenant, session_id=session_id)
         with self.errors():
             session: common_pb2.Session = await getattr(self.stub, method)(
-                request, timeout=self._timeout
+                request, timeout=self._timeout, metadata=self._metadata
             )
         return session
+
+    async def send_message(
+        self, tenant: str, request: mesh_pb2.SendMessageRequest, timeout: float
+    ) -> mesh_pb2.SendMessageResponse:
+        """A send waits its turn in the session's queue: `timeout` allows for that."""
+        with self.errors():
+            reply: mesh_pb2.SendMessageResponse = await self.stub.SendMessage(
+                node_pb2.NodeSendMessageRequest(tenant=tenant, request=request), timeout=timeout
+            )
+        return reply
+
+    def media(self, tenant: str, session_id: str, message_id: str) -> Any:
+        """The node's GetMessageMedia stream (iterate it inside `errors()`)."""
+        return self.stub.GetMessageMedia(
+            node_pb2.NodeMediaRequest(tenant=tenant, session_id=session_id, message_id=message_id),
+            timeout=self._takeover_timeout,
+        )
 
     async def list_sessions(self) -> list[node_pb2.NodeSession]:
         with self.errors():
             response = await self.stub.ListSessions(
-                node_pb2.NodeListSessionsRequest(), timeout=self._timeout
+                node_pb2.NodeListSessionsRequest(), timeout=self._timeout, metadata=self._metadata
             )
         return list(response.sessions)
 
@@ -304,11 +337,20 @@ class NodeClient:
         request = node_pb2.NodeWatchRequest(
             tenant=tenant, session_id=session_id, after_seq=after_seq
         )
-        call: grpc.aio.UnaryStreamCall = self.stub.WatchSession(request)
+        call: grpc.aio.UnaryStreamCall = self.stub.WatchSession(request, metadata=self._metadata)
         return call
 
     async def aclose(self) -> None:
         await self._channel.close()
+
+
+POLL_WAIT = 0.25  # s a poll round waits for answers before liveness is evaluated
+
+
+def status_deadline(settings: RouterSettings) -> float:
+    """Deadline of a status poll: two poll intervals, at least 1 s, at most MESH_NODE_TIMEOUT.
+    A node cut off by a partition (packets dropped, no reset) is noticed this fast."""
+    return min(settings.node_timeout, max(1.0, 2 * settings.node_poll_interval))
 
 
 def code_name(code: grpc.StatusCode | None) -> str:
@@ -340,8 +382,9 @@ class NodePool:
         self._clock = clock
         self._liveness: dict[str, NodeLiveness] = {}
         self._watchers: dict[NodeClient, asyncio.Task[None]] = {}
+        self._polls: dict[NodeClient, asyncio.Task[None]] = {}
         self._deaths: set[asyncio.Task[None]] = set()
-        self._backoff = Backoff(initial=0.2, maximum=2.0)
+        self._backoff = retry.HEALTH
         self._placement: Placement | None = None
         self._task: asyncio.Task[None] | None = None
         self._state = "new"
@@ -375,7 +418,11 @@ class NodePool:
         if self._state == "closed":
             return
         self._state = "closed"
-        tasks = [t for t in (self._task, *self._watchers.values(), *self._deaths) if t]
+        tasks = [
+            t
+            for t in (self._task, *self._watchers.values(), *self._polls.values(), *self._deaths)
+            if t
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -457,6 +504,11 @@ class NodePool:
             if not known.node_id:
                 known.node_id = node_id
             return None
+        try:
+            self.settings.security.check_node_address(address, f"the heartbeat of {node_id}")
+        except ConfigError as e:
+            log.error("not calling node %s: %s", node_id, e)
+            return None
         for old in [c for c in self.clients if c.node_id == node_id and not c.static]:
             log.info("node %s moved from %s to %s", node_id, old.address, address)
             await self._remove(old)
@@ -480,7 +532,11 @@ class NodePool:
         now = self._clock()
         for node_id, liveness in self._liveness.items():
             client = self.by_id(node_id)
-            liveness.health(client is not None and client.stream_ok, now)
+            ok = client is not None and client.reachable
+            silent = client.silent_since if client is not None else None
+            # A node is silent since the first poll it left unanswered was sent, not since
+            # that poll's deadline passed.
+            liveness.health(ok, now if ok or silent is None else min(now, silent))
             before = liveness.state
             died = liveness.declared_dead(now)
             if client is not None:
@@ -544,6 +600,25 @@ class NodePool:
     async def poll_all(self) -> None:
         await asyncio.gather(*(self._poll_and_refresh(c) for c in self.clients))
 
+    async def _poll_round(self) -> None:
+        """Poll every node at once, waiting at most POLL_WAIT for the answers: a node that does
+        not answer (a partition) must hold up neither the others' polls nor the liveness ticks.
+        A node still being polled from an earlier round is not polled again."""
+        for client in self.clients:
+            running = self._polls.get(client)
+            if running is None or running.done():
+                self._polls[client] = asyncio.create_task(
+                    self._poll_and_refresh(client), name=f"poll-{client.address}"
+                )
+        pending = [t for t in self._polls.values() if not t.done()]
+        if pending:  # the answers of nodes that answer at all; a silent one ticks when it fails
+            await asyncio.wait(pending, timeout=min(POLL_WAIT, self.settings.node_poll_interval))
+        for client, task in list(self._polls.items()):
+            if task.done():
+                del self._polls[client]
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("polling node %s failed", client.label, exc_info=task.exception())
+
     async def refresh(self, client: NodeClient) -> None:
         """Merge what `client` holds into the affinity cache (with Redis: live sessions only,
         since a session handed off elsewhere stays listed, STOPPED, on its old node)."""
@@ -566,7 +641,11 @@ class NodePool:
             log.info("learned %d sessions from node %s", added, client.label)
 
     async def _poll_and_refresh(self, client: NodeClient) -> None:
-        if await client.poll():
+        was_ok = client.poll_ok
+        back = await client.poll()
+        if client.poll_ok != was_ok and self._state == "open":
+            self.tick()  # liveness learns of a failed (or answered) poll at once
+        if back:
             await self.refresh(client)
 
     async def _run(self) -> None:
@@ -580,7 +659,7 @@ class NodePool:
                 ):
                     last_members = time.monotonic()
                     await self.sync_members()
-                await self.poll_all()
+                await self._poll_round()
                 self.tick()
                 if time.monotonic() - last_refresh >= self.settings.affinity_refresh_interval:
                     last_refresh = time.monotonic()

@@ -19,8 +19,13 @@ from router.nodes import NodePool
 from router.service import SessionMeshService
 from router.settings import RouterSettings
 from sessionmesh import telemetry
+from sessionmesh.config import join_address, split_address
 from sessionmesh.redis_conn import create_redis
+from sessionmesh.rpc import queue_options
 from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
+from webhooks.backend import open_store
+from webhooks.guard import Guard as TargetGuard
+from webhooks.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ def server_options(settings: RouterSettings) -> list[tuple[str, int]]:
         # Clients may ping as often as we do without being told to calm down.
         ("grpc.http2.min_recv_ping_interval_without_data_ms", min(keepalive_ms, 10_000)),
         ("grpc.http2.min_ping_interval_without_data_ms", min(keepalive_ms, 10_000)),
+        *queue_options(settings.max_concurrent_rpcs),
     ]
 
 
@@ -60,7 +66,16 @@ class RouterServer:
         self.mover = Mover(self.pool, self.directory, settings.failover_parallelism)
         if self.directory is not None:
             self.pool.on_death = self.mover.failover_quietly
-        self.service = SessionMeshService(self.pool, self.mover, settings.admin_tenants)
+        self.service = SessionMeshService(
+            self.pool,
+            self.mover,
+            settings.admin_tenants,
+            max_sessions=settings.tenant_max_sessions,
+            max_streams=settings.tenant_max_streams,
+            list_cache_ttl=settings.list_cache_ttl,
+        )
+        store, why = open_store(settings.webhooks, settings.redis, prefix=settings.mesh_prefix)
+        self.service.webhooks = Registry(store, TargetGuard(settings.webhooks.allow), why)
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
         self._port = 0
@@ -71,8 +86,8 @@ class RouterServer:
     def address(self) -> str:
         if self._state != "serving" and not self._port:
             raise RuntimeError("the router is not started")
-        host = self.settings.listen.rpartition(":")[0]
-        return f"{host}:{self._port}"
+        host, _ = split_address(self.settings.listen, "MESH_ROUTER_LISTEN", allow_port_zero=True)
+        return join_address(host, self._port)
 
     async def __aenter__(self) -> RouterServer:
         await self.start()
@@ -93,15 +108,23 @@ class RouterServer:
         # Outermost first: trace context and RPC metrics see what the Guard refuses.
         interceptors = [
             *telemetry.server_interceptors(SERVICE_NAME, count_rejections=True),
-            Guard(self.settings.tokens),
+            Guard(self.settings.tokens, (health.SERVICE_NAME, reflection.SERVICE_NAME)),
         ]
-        server = grpc.aio.server(interceptors=interceptors, options=server_options(self.settings))
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=server_options(self.settings),
+            maximum_concurrent_rpcs=self.settings.max_concurrent_rpcs,
+        )
         mesh_pb2_grpc.add_SessionMeshServicer_to_server(self.service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self._port = server.add_insecure_port(self.settings.listen)
+        credentials = self.settings.security.public_server_credentials()
+        if credentials is not None:
+            self._port = server.add_secure_port(self.settings.listen, credentials)
+        else:
+            self._port = server.add_insecure_port(self.settings.listen)
         if not self._port:
             await self.pool.aclose()
             await self._close_redis()
@@ -143,6 +166,8 @@ class RouterServer:
     async def _close_redis(self) -> None:
         if self.directory is not None:
             await self.directory.aclose()
+        if self.service.webhooks.store is not None:
+            await self.service.webhooks.store.aclose()
 
     def __repr__(self) -> str:
         return f"RouterServer(listen={self.settings.listen!r}, state={self._state!r})"

@@ -7,7 +7,7 @@ import base64
 import binascii
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeAlias
 
 import grpc
@@ -21,6 +21,7 @@ from router.errors import (
     NodeUnavailable,
     NodeUnreachable,
     PermissionDenied,
+    QuotaExceeded,
     RedisUnavailable,
     SessionNotFound,
 )
@@ -31,8 +32,13 @@ from router.failover import (
     local_reason,
 )
 from router.interceptors import current_tenant
-from router.nodes import LIVE_STATES, TRANSPORT_CODES, Backoff, NodeClient, NodePool
+from router.nodes import TRANSPORT_CODES, NodeClient, NodePool
 from router.placement import placement_key
+from router.webhook_api import WebhookApi
+from sessionmesh import retry
+from sessionmesh.retry import RetryPolicy
+from sessionmesh.schema import LIVE_STATES
+from sessionmesh.sending import MESSAGE_ID_RE, check_send
 from sessionmesh.v1 import common_pb2, mesh_pb2, mesh_pb2_grpc
 from sessionmesh.validation import InvalidArgument, check_labels, check_session_id
 
@@ -43,6 +49,8 @@ MAX_PAGE_SIZE = 1000
 # With a directory, a watcher whose node is gone looks the session up again at least this often,
 # so it follows a failover run by another router; the router's own moves wake it at once.
 RELOCATE_INTERVAL = 1.0
+SEND_TIMEOUT = 300.0  # s: a send may wait behind others in its session's queue
+CONNECT_TIMEOUT = 10.0  # without a directory: how long a re-opened watch waits for its node
 _PAGE_PREFIX = "after:"
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
@@ -104,7 +112,7 @@ class KeyedLocks:
                 self._locks[key] = (lock, users - 1)
 
 
-class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[misc]
+class SessionMeshService(WebhookApi, mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[misc]
     """Servicer; the `Guard` interceptor authenticates and maps errors to status codes."""
 
     def __init__(
@@ -112,8 +120,12 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
         pool: NodePool,
         mover: Mover,
         admin_tenants: frozenset[str] = frozenset(),
-        backoff: Backoff | None = None,
+        backoff: RetryPolicy = retry.STREAM,
         relocate_interval: float = RELOCATE_INTERVAL,
+        *,
+        max_sessions: int = 0,
+        max_streams: int = 0,
+        list_cache_ttl: float = 1.0,
     ) -> None:
         self._pool = pool
         self._directory = pool.directory
@@ -121,10 +133,15 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
         self._admins = admin_tenants
         # How a watcher re-opens a broken stream: backoff, looking up the session again at
         # least every `relocate_interval` s when there is a directory (or when woken by a move).
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff
         self.relocate_interval = relocate_interval
         self._creating = KeyedLocks()
         self.admitting = True
+        self.max_sessions = max_sessions  # MESH_TENANT_MAX_SESSIONS (0: none)
+        self.max_streams = max_streams  # MESH_TENANT_MAX_STREAMS (0: none)
+        self.streams: dict[str, int] = {}  # open WatchSession streams per tenant
+        self._pending: dict[str, set[str]] = {}  # sessions being created, per tenant
+        self._view = NodesView(pool, list_cache_ttl)
 
     def _admit(self) -> None:
         if not self.admitting:
@@ -143,24 +160,54 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
                 raise RedisUnavailable(
                     "Redis is unreachable: RemoteAuth sessions cannot start until it is back"
                 )
-        async with self._creating.hold((tenant, session_id)):
-            try:
-                node_id, entry = await self._locate(tenant, session_id)
-            except SessionNotFound:
-                return await self._place(tenant, session_id, strategy, labels)
-            if self._pool.is_dead(node_id):
-                # Its node is gone: start it anew elsewhere (from Redis when it is RemoteAuth).
-                remote = entry is not None and entry.remote
-                return await self._place(
-                    tenant,
-                    session_id,
-                    strategy,
-                    labels,
-                    takeover=remote,
-                    exclude=frozenset({node_id}),
-                )
-            owner = self._client(node_id, session_id)
-            return await owner.start_session(tenant, session_id, strategy, labels)
+        await self._check_session_quota(tenant, session_id)
+        pending = self._pending.setdefault(tenant, set())
+        pending.add(session_id)
+        try:
+            async with self._creating.hold((tenant, session_id)):
+                return await self._create(tenant, session_id, strategy, labels)
+        finally:
+            pending.discard(session_id)
+            if not pending:
+                self._pending.pop(tenant, None)
+            self._view.invalidate()
+
+    async def _check_session_quota(self, tenant: str, session_id: str) -> None:
+        """RESOURCE_EXHAUSTED when `tenant` already holds MESH_TENANT_MAX_SESSIONS live
+        sessions (counted from the nodes' view, plus creations in flight here)."""
+        if not self.max_sessions:
+            return
+        live = {
+            sid
+            for sid, s in (await self._tenant_sessions(tenant)).items()
+            if s.state in LIVE_STATES
+        } | self._pending.get(tenant, set())
+        if session_id not in live and len(live) >= self.max_sessions:
+            raise QuotaExceeded(
+                f"tenant {tenant!r} holds {len(live)} live sessions: "
+                f"MESH_TENANT_MAX_SESSIONS={self.max_sessions}; stop or log out one first"
+            )
+
+    async def _create(
+        self, tenant: str, session_id: str, strategy: int, labels: dict[str, str]
+    ) -> common_pb2.Session:
+        try:
+            node_id, entry = await self._locate(tenant, session_id)
+        except SessionNotFound:
+            return await self._place(tenant, session_id, strategy, labels)
+        if self._pool.is_dead(node_id):
+            # Its node is gone: start it anew elsewhere (from Redis when it is RemoteAuth).
+            remote = entry is not None and entry.remote
+            return await self._place(
+                tenant,
+                session_id,
+                strategy,
+                labels,
+                takeover=remote,
+                exclude=frozenset({node_id}),
+            )
+        owner = self._client(node_id, session_id)
+        return await owner.start_session(tenant, session_id, strategy, labels)
 
     async def _place(
         self,
@@ -265,24 +312,33 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
         room = sum(c.capacity for c in reached)
         return f"{held}/{room} sessions"
 
-    async def _on_owner(self, method: str, request_id: str) -> common_pb2.Session:
+    async def _on_owner(
+        self,
+        method: str,
+        request_id: str,
+        call: Callable[[NodeClient, str, str], Awaitable[Any]] | None = None,
+    ) -> Any:
+        """`method` (or `call`) on the node holding the session, once more after a move."""
+        if method != "GetSession":
+            self._view.invalidate()
         tenant = current_tenant()
         session_id = check_session_id(request_id)
         node_id, entry = await self._locate(tenant, session_id)
-        for retry in (False, True):
+        for second_try in (False, True):
             if self._pool.is_dead(node_id):
                 session = self._on_dead_node(tenant, session_id, node_id, entry)
                 if method == "GetSession":
                     return session
                 raise NodeUnavailable(f"session {session_id!r}: {session.last_error}")
             try:
-                return await self._client(node_id, session_id).session_call(
-                    method, tenant, session_id
-                )
+                client = self._client(node_id, session_id)
+                if call is not None:
+                    return await call(client, tenant, session_id)
+                return await client.session_call(method, tenant, session_id)
             except (SessionNotFound, NodeUnavailable) as e:
                 # The cache may be stale (failover, drain): ask the directory once.
                 moved_to = ""
-                if self._directory is not None and not retry:
+                if self._directory is not None and not second_try:
                     with contextlib.suppress(SessionNotFound):
                         moved_to, entry = await self._locate(tenant, session_id, refresh=True)
                 if moved_to and moved_to != node_id:
@@ -296,17 +352,48 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
     async def GetSession(
         self, request: mesh_pb2.GetSessionRequest, context: Context
     ) -> common_pb2.Session:
-        return await self._on_owner("GetSession", request.session_id)
+        session: common_pb2.Session = await self._on_owner("GetSession", request.session_id)
+        return session
 
     async def StopSession(
         self, request: mesh_pb2.StopSessionRequest, context: Context
     ) -> common_pb2.Session:
-        return await self._on_owner("StopSession", request.session_id)
+        session: common_pb2.Session = await self._on_owner("StopSession", request.session_id)
+        return session
+
+    async def SendMessage(
+        self, request: mesh_pb2.SendMessageRequest, context: Context
+    ) -> mesh_pb2.SendMessageResponse:
+        check_send(request, max_media_bytes=self._pool.settings.max_message_bytes)
+        timeout = max(self._pool.settings.node_timeout, SEND_TIMEOUT)
+        reply: mesh_pb2.SendMessageResponse = await self._on_owner(
+            "SendMessage",
+            request.session_id,
+            lambda client, tenant, _sid: client.send_message(tenant, request, timeout),
+        )
+        return reply
+
+    async def GetMessageMedia(
+        self, request: mesh_pb2.GetMessageMediaRequest, context: Context
+    ) -> AsyncIterator[mesh_pb2.MediaChunk]:
+        tenant = current_tenant()
+        session_id = check_session_id(request.session_id)
+        if MESSAGE_ID_RE.fullmatch(request.message_id) is None:
+            raise InvalidArgument(
+                "message_id", "is not a message id (true_<chat>_<id> or false_...)"
+            )
+        node_id, _entry = await self._locate(tenant, session_id)
+        client = self._client(node_id, session_id)
+        call = client.media(tenant, session_id, request.message_id)
+        with client.errors():
+            async for chunk in call:
+                yield chunk
 
     async def LogoutSession(
         self, request: mesh_pb2.LogoutSessionRequest, context: Context
     ) -> common_pb2.Session:
-        return await self._on_owner("LogoutSession", request.session_id)
+        session: common_pb2.Session = await self._on_owner("LogoutSession", request.session_id)
+        return session
 
     async def ListSessions(
         self, request: mesh_pb2.ListSessionsRequest, context: Context
@@ -324,10 +411,7 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
 
     async def _tenant_sessions(self, tenant: str) -> dict[str, common_pb2.Session]:
         """Every session of `tenant`, from the nodes that answer, placeholders for the rest."""
-        clients = self._pool.clients
-        answers = await asyncio.gather(
-            *(c.list_sessions() for c in clients), return_exceptions=True
-        )
+        clients, answers = await self._view.get()
         known = self._pool.affinity.sessions_of(tenant)
         found: dict[str, common_pb2.Session] = {}
         answered: set[str] = set()
@@ -387,12 +471,32 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
     ) -> AsyncIterator[common_pb2.SessionEvent]:
         tenant = current_tenant()
         session_id = check_session_id(request.session_id)
+        held = self.streams.get(tenant, 0)
+        if self.max_streams and held >= self.max_streams:
+            raise QuotaExceeded(
+                f"tenant {tenant!r} has {held} watch streams open on this router: "
+                f"MESH_TENANT_MAX_STREAMS={self.max_streams}"
+            )
+        self.streams[tenant] = held + 1
+        try:
+            async for event in self._watch(tenant, session_id, request.after_seq):
+                yield event
+        finally:
+            left = self.streams.get(tenant, 1) - 1
+            if left > 0:
+                self.streams[tenant] = left
+            else:
+                self.streams.pop(tenant, None)
+
+    async def _watch(
+        self, tenant: str, session_id: str, after_seq: int
+    ) -> AsyncIterator[common_pb2.SessionEvent]:
         await self._locate(tenant, session_id)  # NOT_FOUND now, before the stream starts
-        last = request.after_seq
+        last = after_seq
         attempt = 0
         connected_once = False
         # With a directory, re-locate often rather than wait long on a node that may be gone.
-        connect_timeout = 1.0 if self._directory is not None else self.backoff.attempt_timeout
+        connect_timeout = 1.0 if self._directory is not None else CONNECT_TIMEOUT
         while True:
             try:
                 node_id, entry = await self._locate(tenant, session_id, refresh=attempt > 0)
@@ -455,7 +559,10 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
             yield
         except grpc.aio.AioRpcError as e:
             code = e.code()
-            if code in TRANSPORT_CODES or (connected_once and code == grpc.StatusCode.NOT_FOUND):
+            # A new owner may be behind what this watcher saw (events shown during a Redis
+            # outage) or still restoring: wait for it, rather than end a stream that worked.
+            again = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE)
+            if code in TRANSPORT_CODES or (connected_once and code in again):
                 raise _Reconnect(f"{code.name}: {e.details()}") from e
             raise owner.translate(e) from e
 
@@ -476,13 +583,65 @@ class SessionMeshService(mesh_pb2_grpc.SessionMeshServicer):  # type: ignore[mis
                 f"must be 0-{MAX_DRAIN_PARALLELISM} (0 means {DEFAULT_DRAIN_PARALLELISM}), "
                 f"got {request.parallelism}",
             )
-        return await self._mover.drain(node_id, request.parallelism or DEFAULT_DRAIN_PARALLELISM)
+        try:
+            return await self._mover.drain(
+                node_id, request.parallelism or DEFAULT_DRAIN_PARALLELISM
+            )
+        finally:
+            self._view.invalidate()
 
     async def GetClusterStatus(
         self, request: mesh_pb2.GetClusterStatusRequest, context: Context
     ) -> mesh_pb2.ClusterStatus:
-        await self._pool.poll_all()
-        return mesh_pb2.ClusterStatus(nodes=[c.status() for c in self._pool.clients])
+        """From the nodes' polled status (no call per request). Admins see it all; a tenant
+        sees its own sessions per node, and neither node addresses nor memory."""
+        tenant = current_tenant()
+        statuses = [c.status() for c in self._pool.clients]
+        if tenant in self._admins:
+            return mesh_pb2.ClusterStatus(nodes=statuses)
+        mine: dict[str, int] = {}
+        for session in (await self._tenant_sessions(tenant)).values():
+            if session.state in LIVE_STATES:
+                mine[session.node_id] = mine.get(session.node_id, 0) + 1
+        for status in statuses:
+            status.sessions = mine.get(status.node_id, 0)
+            status.address = ""
+            status.memory_bytes = 0
+        return mesh_pb2.ClusterStatus(nodes=statuses)
+
+
+class NodesView:
+    """What every node holds, fetched at most once per `ttl` seconds however many calls ask
+    (one fan-out at a time); a change made through this router invalidates it."""
+
+    def __init__(self, pool: NodePool, ttl: float) -> None:
+        self._pool = pool
+        self._ttl = ttl
+        self._at = -float("inf")
+        self._value: tuple[list[NodeClient], list[Any]] = ([], [])
+        self._lock = asyncio.Lock()
+        self._generation = 0
+
+    def invalidate(self) -> None:
+        self._generation += 1
+        self._at = -float("inf")
+
+    async def get(self) -> tuple[list[NodeClient], list[Any]]:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._at < self._ttl:
+            return self._value
+        async with self._lock:
+            if loop.time() - self._at < self._ttl:
+                return self._value  # fetched by the call we waited for
+            generation = self._generation
+            clients = list(self._pool.clients)
+            answers = await asyncio.gather(
+                *(c.list_sessions() for c in clients), return_exceptions=True
+            )
+            self._value = (clients, list(answers))
+            if generation == self._generation:
+                self._at = loop.time()
+            return self._value
 
 
 class _Reconnect(Exception):

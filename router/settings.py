@@ -5,27 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sessionmesh.auth import TokenTable, parse_tokens
-from sessionmesh.config import ConfigError, env_float, env_int, env_str, environ
-from sessionmesh.redis_conn import RedisSettings
+from sessionmesh.auth import TENANT_RE, TokenTable, parse_tokens
+from sessionmesh.config import ConfigError, env_float, env_int, env_str, environ, parse_address
+from sessionmesh.redis_conn import RedisSettings, redis_configured
 from sessionmesh.telemetry import TelemetrySettings
+from sessionmesh.tls import TransportSecurity
+from webhooks.settings import WebhookSettings
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_MESH_PREFIX = "mesh:"
 MAX_PARALLELISM = 32
-# Any of these set means "Redis is configured": membership and the directory come from it.
-REDIS_VARS = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_SENTINELS", "REDIS_CLUSTER")
-
-
-def parse_address(value: str, var: str, *, allow_port_zero: bool = False) -> str:
-    """Check `host:port` (IPv6 as `[::1]:port`); raise ConfigError naming `var`."""
-    host, sep, port = value.strip().rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"{var} must be host:port, got {value!r}")
-    number = int(port)
-    if number > 65535 or (number == 0 and not allow_port_zero):
-        raise ConfigError(f"{var} has an invalid port in {value!r}")
-    return f"{host}:{number}"
 
 
 def parse_nodes(
@@ -79,8 +68,26 @@ class RouterSettings:
     failover_parallelism: int = 4  # MESH_FAILOVER_PARALLELISM: takeovers at once
     admin_tenants: frozenset[str] = frozenset()  # MESH_ADMIN_TENANTS: may call DrainNode
     member_poll_interval: float = 1.0  # MESH_MEMBER_POLL_INTERVAL (s): reads of the members
+    # MESH_TLS_CERT/KEY (public API), MESH_MTLS_CERT/KEY/CA (toward nodes), MESH_ALLOW_INSECURE,
+    # MESH_NODE_SECRET (loopback development)
+    security: TransportSecurity = field(default_factory=TransportSecurity)
+    # MESH_MAX_CONCURRENT_RPCS: calls (watch streams included) in flight at once
+    max_concurrent_rpcs: int = 20_000
+    # MESH_TENANT_MAX_SESSIONS: live sessions one tenant may hold (0: no cap)
+    tenant_max_sessions: int = 500
+    # MESH_TENANT_MAX_STREAMS: WatchSession streams one tenant may hold open on this router
+    tenant_max_streams: int = 2000
+    # MESH_LIST_CACHE_TTL (s): ListSessions and GetClusterStatus answer from a view of the
+    # nodes at most this old (one fan-out per period, not per call)
+    list_cache_ttl: float = 1.0
+    # MESH_WEBHOOK_*: where webhooks live (Redis, else MESH_WEBHOOK_DB), the key sealing their
+    # secrets (MESH_WEBHOOK_KEY), the allow-list of private targets (MESH_WEBHOOK_ALLOW).
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
     def __post_init__(self) -> None:
+        self.security.check_public_listen(self.listen)
+        for address in self.nodes:
+            self.security.check_node_address(address)
         if not self.nodes and self.redis is None:
             raise ConfigError(
                 "MESH_NODES is required without Redis: comma-separated node addresses"
@@ -98,7 +105,7 @@ class RouterSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RouterSettings:
         env = environ() if env is None else env
-        redis = RedisSettings.from_env(env) if any(env.get(v) for v in REDIS_VARS) else None
+        redis = RedisSettings.from_env(env) if redis_configured(env) else None
         return cls(
             nodes=parse_nodes(env.get("MESH_NODES"), required=redis is None),
             tokens=parse_tokens(env.get("MESH_API_TOKENS")),
@@ -123,6 +130,12 @@ class RouterSettings:
             failover_parallelism=env_int(env, "MESH_FAILOVER_PARALLELISM", 4, minimum=1),
             admin_tenants=parse_tenants(env.get("MESH_ADMIN_TENANTS")),
             member_poll_interval=_positive(env, "MESH_MEMBER_POLL_INTERVAL", 1.0),
+            security=TransportSecurity.from_env(env),
+            max_concurrent_rpcs=env_int(env, "MESH_MAX_CONCURRENT_RPCS", 20_000, minimum=1),
+            tenant_max_sessions=env_int(env, "MESH_TENANT_MAX_SESSIONS", 500, minimum=0),
+            tenant_max_streams=env_int(env, "MESH_TENANT_MAX_STREAMS", 2000, minimum=0),
+            list_cache_ttl=env_float(env, "MESH_LIST_CACHE_TTL", 1.0),
+            webhooks=WebhookSettings.from_env(env),
         )
 
 
@@ -133,7 +146,7 @@ def parse_tenants(raw: str | None, var: str = "MESH_ADMIN_TENANTS") -> frozenset
         name = item.strip()
         if not name:
             continue
-        if not all(c.isalnum() or c in "_-" for c in name):
+        if not TENANT_RE.fullmatch(name):
             raise ConfigError(f"{var} holds a bad tenant name {name!r}")
         tenants.add(name)
     return frozenset(tenants)

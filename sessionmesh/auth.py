@@ -19,8 +19,8 @@ from sessionmesh.config import ConfigError
 
 TOKENS_VAR = "MESH_API_TOKENS"
 MIN_TOKEN_LENGTH = 16
-TENANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_TOKEN_RE = re.compile(r"^[^\s,]+$")
+TENANT_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_TOKEN_RE = re.compile(r"[^\s,]+")
 
 
 class TokenTable:
@@ -73,7 +73,7 @@ def parse_tokens(raw: str | None, var: str = TOKENS_VAR) -> TokenTable:
         tenant, token = tenant.strip(), token.strip()
         if not sep:
             raise ConfigError(f"{var} entry {position} is not of the form tenant:token")
-        if not TENANT_RE.match(tenant):
+        if not TENANT_RE.fullmatch(tenant):
             raise ConfigError(
                 f"{var} entry {position}: the tenant must be 1-64 of letters, digits, '_' and '-'"
             )
@@ -82,7 +82,7 @@ def parse_tokens(raw: str | None, var: str = TOKENS_VAR) -> TokenTable:
                 f"{var} entry {position}: the token for tenant {tenant!r} is {len(token)} "
                 f"characters; at least {MIN_TOKEN_LENGTH} are required"
             )
-        if not _TOKEN_RE.match(token):
+        if not _TOKEN_RE.fullmatch(token):
             raise ConfigError(
                 f"{var} entry {position}: the token for tenant {tenant!r} contains whitespace"
             )

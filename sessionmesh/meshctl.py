@@ -1,7 +1,9 @@
 """`meshctl`: a command line over the public SessionMesh API.
 
 Router address from `--router` or `MESH_ROUTER` (default 127.0.0.1:50051); token from
-`--token` or `MESH_TOKEN`. Errors print the gRPC status and message and exit 1.
+`--token` or `MESH_TOKEN`. TLS: `--ca FILE` or `MESH_TLS_CA` verifies the router with that CA,
+`--tls` with the system's roots; without either, a router off loopback is refused unless
+MESH_ALLOW_INSECURE=true (the token would cross the network in clear). Errors print the gRPC status and message and exit 1.
 `watch` exits 0 on READY (unless --follow), 3 on FAILED, 4 on LOGGED_OUT, 5 on STOPPED
 (unless --follow). `drain` (admin tenants only) exits 0 when every RemoteAuth session moved,
 1 when some failed.
@@ -11,19 +13,27 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import mimetypes
 import os
 import sys
+import uuid
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
 import qrcode
 
+from sessionmesh.config import ConfigError, env_bool, parse_address
+from sessionmesh.tls import client_channel_security
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
+from webhooks import ctl as webhook_ctl
 
 DEFAULT_ROUTER = "127.0.0.1:50051"
 DRAIN_TIMEOUT = 600.0  # a drain moves many sessions; each may wait out a lease
+SEND_TIMEOUT = 300.0  # a send may wait behind others in its session's queue
+ACK_NAMES = {-1: "ERROR", 0: "PENDING", 1: "SERVER", 2: "DEVICE", 3: "READ", 4: "PLAYED"}
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_FAILED = 3
@@ -149,10 +159,26 @@ class Watcher:
             self.state = ev.state.state
             reason = f" ({ev.state.reason})" if ev.state.reason else ""
             print(f"[{ev.seq}] {state_name(ev.state.state)}{reason}", file=self.out)
+        elif kind == "message":
+            m = ev.message
+            arrow = "->" if m.direction == pb.OUTBOUND else "<-"
+            who = m.chat_id if m.direction == pb.OUTBOUND else (m.sender or m.chat_id)
+            what = pb.MessageType.Name(m.type).lower()
+            media = ""
+            if m.HasField("media"):
+                media = f" [{m.media.mimetype or what}{' ' + m.media.filename if m.media.filename else ''}]"
+            text = f" {m.text!r}" if m.text else ""
+            print(f"[{ev.seq}] message {arrow} {who} {what}{media}{text} ({m.id})", file=self.out)
+        elif kind == "ack":
+            print(
+                f"[{ev.seq}] ack {ACK_NAMES.get(ev.ack.ack, str(ev.ack.ack))} {ev.ack.message_id}",
+                file=self.out,
+            )
         self.out.flush()
 
 
 def watch(api: Api, session_id: str, after: int, follow: bool, out: TextIO) -> int:
+    """Print events; stop at READY (unless `follow`: then messages and acks too), or at an end."""
     current: pb.Session = api.call("GetSession", mesh_pb2.GetSessionRequest(session_id=session_id))
     watcher = Watcher(follow, out)
     if after >= current.last_seq:
@@ -160,6 +186,8 @@ def watch(api: Api, session_id: str, after: int, follow: bool, out: TextIO) -> i
         print(f"{session_id}: {state_name(current.state)}", file=out)
         verdict = watcher.verdict()
         if verdict is not None:
+            if current.state == pb.READY:
+                print("(--follow to see its messages and acks)", file=out)
             return verdict
     for ev in api.watch(session_id, after):
         watcher.show(ev, dt.datetime.now(dt.UTC))
@@ -182,6 +210,8 @@ def parse_labels(items: Sequence[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, api: Api, out: TextIO) -> int:
+    if args.command == "webhook":
+        return webhook_ctl.run(args, api, out)
     if args.command == "create":
         try:
             before = api.call("GetSession", mesh_pb2.GetSessionRequest(session_id=args.id)).last_seq
@@ -199,6 +229,45 @@ def run(args: argparse.Namespace, api: Api, out: TextIO) -> int:
             return watch(api, args.id, before, args.follow, out)
     elif args.command == "watch":
         return watch(api, args.id, args.after, args.follow, out)
+    elif args.command == "send":
+        sending = mesh_pb2.SendMessageRequest(
+            session_id=args.id,
+            to=args.to,
+            idempotency_key=args.key or f"meshctl-{uuid.uuid4().hex}",
+            reply_to=args.reply_to or "",
+        )
+        if args.file:
+            path = Path(args.file)
+            sending.media.data = path.read_bytes()
+            sending.media.mimetype = args.mimetype or (
+                mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            )
+            sending.media.filename = path.name
+            sending.media.caption = args.text or ""
+        else:
+            if not args.text:
+                raise Usage("give the message text, or --file")
+            sending.text = args.text
+        reply = api.stub.SendMessage(
+            sending, metadata=api.metadata, timeout=max(api.timeout, SEND_TIMEOUT)
+        )
+        again = " (already sent under this key; nothing new was sent)" if reply.duplicate else ""
+        print(f"{reply.message_id} {ACK_NAMES.get(reply.ack, str(reply.ack))}{again}", file=out)
+    elif args.command == "media":
+        chunks = api.stub.GetMessageMedia(
+            mesh_pb2.GetMessageMediaRequest(session_id=args.id, message_id=args.message_id),
+            metadata=api.metadata,
+            timeout=max(api.timeout, SEND_TIMEOUT),
+        )
+        first: mesh_pb2.MediaChunk | None = None
+        data = bytearray()
+        for chunk in chunks:
+            first = first or chunk
+            data += chunk.data
+        name = args.output or (first.filename if first and first.filename else "media.bin")
+        Path(name).write_bytes(bytes(data))
+        mimetype = first.mimetype if first else ""
+        print(f"{name}: {len(data)} bytes {mimetype}", file=out)
     elif args.command == "get":
         print_session(api.call("GetSession", mesh_pb2.GetSessionRequest(session_id=args.id)), out)
     elif args.command in ("stop", "logout"):
@@ -268,6 +337,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--token", default=os.environ.get("MESH_TOKEN"), help="API token (MESH_TOKEN)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (not watch)")
+    p.add_argument(
+        "--ca",
+        default=os.environ.get("MESH_TLS_CA") or None,
+        metavar="FILE",
+        help="verify the router's TLS certificate with this CA (MESH_TLS_CA)",
+    )
+    p.add_argument("--tls", action="store_true", help="TLS, verified with the system's roots")
     sub = p.add_subparsers(dest="command", required=True)
     create = sub.add_parser("create", help="create (or restart) a session")
     create.add_argument("id")
@@ -280,7 +356,23 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("watch", help="print QR codes, loading and states as they happen")
     w.add_argument("id")
     w.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after SEQ")
-    w.add_argument("--follow", action="store_true", help="keep watching after READY")
+    w.add_argument(
+        "--follow", action="store_true", help="keep watching after READY (messages and acks)"
+    )
+    snd = sub.add_parser("send", help="send a message from a READY session")
+    snd.add_argument("id")
+    snd.add_argument("text", nargs="?", help="the text (the caption with --file)")
+    snd.add_argument("--to", required=True, help="phone number (country code first) or chat id")
+    snd.add_argument("--file", help="send this file as an image or document")
+    snd.add_argument("--mimetype", help="the file's MIME type (default: guessed from its name)")
+    snd.add_argument("--reply-to", help="id of the message to quote")
+    snd.add_argument(
+        "--key", help="idempotency key (default: a new one); the same key never sends twice"
+    )
+    med = sub.add_parser("media", help="save a media message's file")
+    med.add_argument("id")
+    med.add_argument("message_id")
+    med.add_argument("-o", "--output", help="where to write it (default: its file name)")
     for name, text in (
         ("get", "show a session"),
         ("stop", "stop, keeping the login"),
@@ -300,12 +392,41 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="sessions moved at once, 1-32 (default: 4)",
     )
+    webhook_ctl.add_parser(sub)
     return p
+
+
+def open_channel(args: argparse.Namespace) -> grpc.Channel:
+    """A channel to the router: TLS when asked for, plaintext only to loopback (or when
+    MESH_ALLOW_INSECURE=true)."""
+    ca: bytes | None = None
+    if args.ca:
+        try:
+            ca = Path(args.ca).read_bytes()
+        except OSError as e:
+            raise ConfigError(f"--ca/MESH_TLS_CA: cannot read {args.ca!r}: {e.strerror}") from None
+    credentials = client_channel_security(
+        parse_address(args.router, "--router/MESH_ROUTER"),
+        ca=ca,
+        use_system_roots=args.tls,
+        allow_insecure=env_bool(os.environ, "MESH_ALLOW_INSECURE", False),
+        var="--router/MESH_ROUTER",
+    )
+    if credentials is None:
+        return grpc.insecure_channel(args.router, options=CHANNEL_OPTIONS)
+    return grpc.secure_channel(args.router, credentials, options=CHANNEL_OPTIONS)
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    args = parser().parse_args(argv)
+    p = parser()
+    # argparse gives a positional after an option to nobody: `send ID --to N "text"` leaves
+    # the text over, so send takes it from what is left.
+    args, rest = p.parse_known_args(argv)
+    if rest:
+        if args.command != "send" or args.text is not None or len(rest) != 1 or rest[0][:1] == "-":
+            p.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.text = rest[0]
     if not args.token:
         print("meshctl: no token: pass --token or set MESH_TOKEN", file=sys.stderr)
         return EXIT_USAGE
@@ -316,9 +437,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print("meshctl: --parallelism must be 1-32", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with grpc.insecure_channel(args.router, options=CHANNEL_OPTIONS) as channel:
+        channel = open_channel(args)
+    except ConfigError as e:
+        print(f"meshctl: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with channel:
             return run(args, Api(channel, args.token, args.timeout), out)
-    except Usage as e:
+    except (Usage, webhook_ctl.Usage) as e:
         print(f"meshctl: {e}", file=sys.stderr)
         return EXIT_USAGE
     except grpc.RpcError as e:

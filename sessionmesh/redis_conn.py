@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
@@ -14,11 +15,23 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sessionmesh.config import ConfigError, env_bool, env_float, env_int, env_str
+from sessionmesh.config import (
+    ConfigError,
+    env_bool,
+    env_float,
+    env_int,
+    env_str,
+    split_address,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +42,42 @@ DEFAULT_SESSION_PREFIX = "whatsapp:session:"
 DEFAULT_SESSION_TTL = 604800
 
 _URL_SCHEMES = {"redis", "rediss", "unix"}
+# Any of these set (REDIS_CLUSTER: set to true) means "Redis is configured", for every process.
+REDIS_VARS = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_SENTINELS")
+
+# The one Redis error map, for nodes and routers alike: transport and topology errors mean Redis
+# is (for now) not there, and are worth waiting for. Any other RedisError (a script error, a
+# wrong type, an auth failure) is a bug or a misconfiguration that waiting does not fix.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterError,
+    RedisClusterException,
+    TryAgainError,
+    ReadOnlyError,
+    OSError,
+    TimeoutError,
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when `exc` means Redis is unreachable (see TRANSPORT_ERRORS)."""
+    return isinstance(exc, TRANSPORT_ERRORS)
+
+
+@contextlib.contextmanager
+def redis_outages(what: str, raise_as: Callable[[str], Exception]) -> Iterator[None]:
+    """Turn Redis transport errors into `raise_as(message)`; other errors pass unchanged."""
+    try:
+        yield
+    except TRANSPORT_ERRORS as e:
+        raise raise_as(f"Redis is unreachable ({what}): {type(e).__name__}: {e}") from e
+
+
+def redis_configured(env: Mapping[str, str]) -> bool:
+    """The one rule for "this process uses Redis", so REDIS_CLUSTER=false means the same to
+    every process: off."""
+    return any(env.get(name) for name in REDIS_VARS) or env_bool(env, "REDIS_CLUSTER", False)
 
 
 def _redact_url(url: str) -> str:
@@ -47,10 +96,7 @@ def _parse_sentinels(raw: str) -> tuple[tuple[str, int], ...]:
         item = item.strip()
         if not item:
             continue
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"REDIS_SENTINELS must be host:port[,host:port...], got {item!r}")
-        out.append((host.strip("[]"), int(port)))
+        out.append(split_address(item, "REDIS_SENTINELS"))
     if not out:
         raise ConfigError("REDIS_SENTINELS is set but names no host:port")
     return tuple(out)
@@ -79,6 +125,9 @@ class RedisSettings:
     backoff_cap: float = 1.0
     session_prefix: str = DEFAULT_SESSION_PREFIX
     session_ttl: int = DEFAULT_SESSION_TTL
+    # REDIS_TLS_CA: the CA that signed Redis's certificate (with rediss://, or TLS to
+    # REDIS_HOST); unset, rediss:// verifies with the system's roots.
+    tls_ca: str | None = None
 
     @property
     def mode(self) -> Mode:
@@ -134,6 +183,8 @@ class RedisSettings:
         if any(c in prefix for c in "{}"):
             raise ConfigError(f"REDIS_SESSION_PREFIX may not contain '{{' or '}}', got {prefix!r}")
         timeout = env_float(env, "REDIS_SOCKET_TIMEOUT", 2.0, minimum=0.05)
+        if env.get("REDIS_TLS_CA") and url is not None and urlsplit(url).scheme != "rediss":
+            raise ConfigError("REDIS_TLS_CA is set but REDIS_URL is not rediss://")
         return cls(
             url=url,
             host=env_str(env, "REDIS_HOST", "localhost"),
@@ -149,11 +200,31 @@ class RedisSettings:
             retries=env_int(env, "REDIS_RETRIES", 2, minimum=0),
             session_prefix=prefix,
             session_ttl=env_int(env, "REDIS_SESSION_TTL", DEFAULT_SESSION_TTL, minimum=1),
+            tls_ca=_tls_ca(env),
+        )
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None or (
+            self.url is not None and urlsplit(self.url).scheme == "rediss"
         )
 
     def with_timeouts(self, seconds: float) -> RedisSettings:
         """A copy with both socket timeouts set to `seconds` (tests use short ones)."""
         return replace(self, socket_timeout=seconds, connect_timeout=seconds)
+
+
+def _tls_ca(env: Mapping[str, str]) -> str | None:
+    path = env.get("REDIS_TLS_CA", "").strip()
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            if b"-----BEGIN" not in f.read():
+                raise ConfigError(f"REDIS_TLS_CA: {path!r} is not a PEM file")
+    except OSError as e:
+        raise ConfigError(f"REDIS_TLS_CA: cannot read {path!r}: {e.strerror}") from None
+    return path
 
 
 def retry_policy(settings: RedisSettings) -> Retry:
@@ -176,6 +247,10 @@ def _common_kwargs(settings: RedisSettings) -> dict[str, Any]:
         kwargs["username"] = settings.username
     if settings.password is not None:
         kwargs["password"] = settings.password
+    if settings.tls_ca is not None:
+        kwargs["ssl_ca_certs"] = settings.tls_ca
+        if settings.url is None:
+            kwargs["ssl"] = True
     return kwargs
 
 
@@ -219,6 +294,6 @@ async def ping(client: RedisClient, *, within: float = 2.0) -> bool:
     try:
         async with asyncio.timeout(within):
             return bool(await client.ping())
-    except (RedisError, RedisClusterException, OSError, TimeoutError) as e:
+    except TRANSPORT_ERRORS as e:
         log.debug("redis ping failed: %s", type(e).__name__)
         return False

@@ -435,6 +435,7 @@ class HostLike(Protocol):
 
     def held(self) -> int: ...
     def all(self) -> Sequence[Any]: ...
+    def missing_hooks(self) -> dict[str, int]: ...
 
 
 class PoolLike(Protocol):
@@ -501,6 +502,10 @@ class MeshMetrics:
         self.rejections = m.create_counter(
             "mesh_rejections", description="Requests refused, by reason"
         )
+        self.snapshots_refused = m.create_counter(
+            "mesh_snapshots_refused",
+            description="Login snapshots not saved because they would not restore",
+        )
         self.rpc_duration = m.create_histogram(
             "mesh_rpc_duration",
             unit="s",
@@ -515,6 +520,11 @@ class MeshMetrics:
         )
         m.create_observable_gauge(
             "mesh_node_capacity", [self._capacity], description="MAX_CONCURRENT_SESSIONS"
+        )
+        m.create_observable_gauge(
+            "mesh_missing_hooks",
+            [self._missing_hooks],
+            description="Sessions whose WhatsApp Web page lacked a hook the node relies on",
         )
         m.create_observable_counter(
             "mesh_browser_restarts", [self._restarts], description="Chromium relaunches"
@@ -567,6 +577,9 @@ class MeshMetrics:
 
     # -- recording -----------------------------------------------------------------------
 
+    def snapshot_refused(self) -> None:
+        self.snapshots_refused.add(1)
+
     def reject(self, reason: str, **attrs: str) -> None:
         self.rejections.add(1, {"reason": reason, **attrs})
 
@@ -604,6 +617,11 @@ class MeshMetrics:
     def _capacity(self, _options: CallbackOptions) -> Iterable[Observation]:
         for src in self._node_sources():
             yield Observation(src.host.settings.max_sessions, {"node": src.node_id})
+
+    def _missing_hooks(self, _options: CallbackOptions) -> Iterable[Observation]:
+        for src in self._node_sources():
+            for hook, count in src.host.missing_hooks().items():
+                yield Observation(count, {"node": src.node_id, "hook": hook})
 
     def _restarts(self, _options: CallbackOptions) -> Iterable[Observation]:
         for src in self._node_sources():

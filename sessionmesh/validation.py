@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+LABEL_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,63}")
 MAX_LABELS = 32
 MAX_LABEL_VALUE = 256
 
@@ -23,7 +23,7 @@ def check_session_id(value: str, field: str = "session_id") -> str:
         raise InvalidArgument(field, "is required")
     if len(value) > 64:
         raise InvalidArgument(field, f"is {len(value)} characters; at most 64 are allowed")
-    if not SESSION_ID_RE.match(value):
+    if not SESSION_ID_RE.fullmatch(value):
         raise InvalidArgument(field, "may hold only letters, digits, '_' and '-'")
     return value
 
@@ -32,7 +32,7 @@ def check_labels(labels: dict[str, str], field: str = "labels") -> dict[str, str
     if len(labels) > MAX_LABELS:
         raise InvalidArgument(field, f"has {len(labels)} entries; at most {MAX_LABELS} are allowed")
     for key, value in labels.items():
-        if not LABEL_KEY_RE.match(key):
+        if not LABEL_KEY_RE.fullmatch(key):
             raise InvalidArgument(
                 f"{field}[{key[:70]!r}]", "key must be 1-63 of letters, digits, '_', '.' and '-'"
             )

@@ -17,12 +17,14 @@ TOKENS = {"acme": "acme-token-0123456789", "globex": "globex-token-0123456789"}
 
 @pytest.fixture
 async def sandbox_factory() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
-    """Starts sandboxes on 127.0.0.1 with the given timing knobs (seconds)."""
+    """Starts sandboxes on 127.0.0.1 with the given knobs (the light page unless asked)."""
     from sandbox.app import Sandbox, SandboxSettings
 
     made: list[Any] = []
 
     async def make(**knobs: Any) -> Any:
+        # The light page by name, for speed; benchmarks use the calibrated default.
+        knobs.setdefault("page_weight", "light")
         sb = Sandbox(SandboxSettings(**knobs), host="127.0.0.1", port=0)
         await sb.start()
         made.append(sb)

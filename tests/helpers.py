@@ -50,6 +50,19 @@ async def phone(sandbox_url: str, action: str, **body: Any) -> tuple[int, dict[s
         return resp.status, await resp.json()
 
 
+async def phone_get(sandbox_url: str, action: str, **query: str) -> dict[str, Any]:
+    """GET /phone/<action>?<query> of the sandbox's simulated phone (devices, messages)."""
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{sandbox_url.rstrip('/')}/phone/{action}", params=query) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+        data: dict[str, Any] = await resp.json()
+        return data
+
+
 async def conflicts(sandbox_url: str) -> dict[str, int]:
     import aiohttp
 

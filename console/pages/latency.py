@@ -105,4 +105,5 @@ def render() -> None:
     )
 
 
+ui.require_login()
 render()

@@ -59,6 +59,8 @@ def render() -> None:
                 "capacity": n.capacity,
                 "use": n.sessions / n.capacity if n.capacity else 0.0,
                 "memory (MiB)": round(n.memory_bytes / 2**20),
+                "WhatsApp Web": n.wa_version or "-",
+                "missing hooks": len(n.missing_hooks),
             }
             for n in nodes
         ],
@@ -86,4 +88,5 @@ def render() -> None:
     )
 
 
+ui.require_login()
 render()

@@ -167,4 +167,5 @@ def render() -> None:
     )
 
 
+ui.require_login()
 render()

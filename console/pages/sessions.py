@@ -87,6 +87,10 @@ def confirm_step(api: MeshClient) -> None:
     if not pending:
         return
     action, target = pending
+    if not ui.is_operator():
+        st.session_state.pop(PENDING, None)
+        st.error("Only an operator may do that: log in with the API token.")
+        return
     label, effect = ACTIONS[action]
     what = f"node **{target}**" if action == "drain" else f"session **{target}**"
     with st.container(border=True):
@@ -181,6 +185,11 @@ def render() -> None:
     if session.last_error:
         st.caption(f"Last error: {session.last_error}")
 
+    if not ui.is_operator():
+        st.caption("Read-only view: stop, log out and drain need the operator login.")
+        every = REFRESH_SECONDS if session.state in LIVE else None
+        st.fragment(run_every=every)(live_view)(api, session.session_id, session.state)
+        return
     a1, a2, a3, _ = st.columns([1, 1, 1, 3])
     terminal = session.state in (pb.STOPPED, pb.LOGGED_OUT)
     a1.button(
@@ -211,4 +220,5 @@ def render() -> None:
     st.fragment(run_every=every)(live_view)(api, session.session_id, session.state)
 
 
+ui.require_login()
 render()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsessionmesh/v1/common.proto\x12\x0esessionmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x03\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.sessionmesh.v1.SessionState\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x33\n\rauth_strategy\x18\x04 \x01(\x0e\x32\x1c.sessionmesh.v1.AuthStrategy\x12\r\n\x05phone\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08ready_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x33\n\x06labels\x18\n \x03(\x0b\x32#.sessionmesh.v1.Session.LabelsEntry\x12\x10\n\x08last_seq\x18\x0b \x01(\x04\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x06QrCode\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x0bStateChange\x12+\n\x05state\x18\x01 \x01(\x0e\x32\x1c.sessionmesh.v1.SessionState\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1a\n\x07Loading\x12\x0f\n\x07percent\x18\x01 \x01(\x05\"\xe2\x01\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x02qr\x18\x04 \x01(\x0b\x32\x16.sessionmesh.v1.QrCodeH\x00\x12,\n\x05state\x18\x05 \x01(\x0b\x32\x1b.sessionmesh.v1.StateChangeH\x00\x12*\n\x07loading\x18\x06 \x01(\x0b\x32\x17.sessionmesh.v1.LoadingH\x00\x42\x07\n\x05\x65vent\"\x94\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12*\n\x06health\x18\x03 \x01(\x0e\x32\x1a.sessionmesh.v1.NodeHealth\x12\x10\n\x08sessions\x18\x04 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x05\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x03*\x94\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x10\n\x0cSCAN_QR_CODE\x10\x02\x12\x11\n\rAUTHENTICATED\x10\x03\x12\t\n\x05READY\x10\x04\x12\x0b\n\x07STOPPED\x10\x05\x12\x0e\n\nLOGGED_OUT\x10\x06\x12\n\n\x06\x46\x41ILED\x10\x07*D\n\x0c\x41uthStrategy\x12\x1d\n\x19\x41UTH_STRATEGY_UNSPECIFIED\x10\x00\x12\t\n\x05LOCAL\x10\x01\x12\n\n\x06REMOTE\x10\x02*f\n\nNodeHealth\x12\x1b\n\x17NODE_HEALTH_UNSPECIFIED\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\x12\x0f\n\x0bUNREACHABLE\x10\x03\x12\x0c\n\x08\x44RAINING\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsessionmesh/v1/common.proto\x12\x0esessionmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb7\x03\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12+\n\x05state\x18\x02 \x01(\x0e\x32\x1c.sessionmesh.v1.SessionState\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x33\n\rauth_strategy\x18\x04 \x01(\x0e\x32\x1c.sessionmesh.v1.AuthStrategy\x12\r\n\x05phone\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08ready_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x33\n\x06labels\x18\n \x03(\x0b\x32#.sessionmesh.v1.Session.LabelsEntry\x12\x10\n\x08last_seq\x18\x0b \x01(\x04\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x06QrCode\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x0bStateChange\x12+\n\x05state\x18\x01 \x01(\x0e\x32\x1c.sessionmesh.v1.SessionState\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1a\n\x07Loading\x12\x0f\n\x07percent\x18\x01 \x01(\x05\"S\n\tMediaInfo\x12\x10\n\x08mimetype\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x03\x12\x14\n\x0c\x64ownloadable\x18\x04 \x01(\x08\"\xb1\x02\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\x33\n\tdirection\x18\x02 \x01(\x0e\x32 .sessionmesh.v1.MessageDirection\x12\x0f\n\x07\x63hat_id\x18\x03 \x01(\t\x12\x0e\n\x06sender\x18\x04 \x01(\t\x12-\n\ttimestamp\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x04type\x18\x06 \x01(\x0e\x32\x1b.sessionmesh.v1.MessageType\x12\x0c\n\x04text\x18\x07 \x01(\t\x12(\n\x05media\x18\x08 \x01(\x0b\x32\x19.sessionmesh.v1.MediaInfo\x12\x10\n\x08reply_to\x18\t \x01(\t\x12 \n\x03\x61\x63k\x18\n \x01(\x0e\x32\x13.sessionmesh.v1.Ack\"S\n\nMessageAck\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12 \n\x03\x61\x63k\x18\x03 \x01(\x0e\x32\x13.sessionmesh.v1.Ack\"\xb9\x02\n\x0cSessionEvent\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x02qr\x18\x04 \x01(\x0b\x32\x16.sessionmesh.v1.QrCodeH\x00\x12,\n\x05state\x18\x05 \x01(\x0b\x32\x1b.sessionmesh.v1.StateChangeH\x00\x12*\n\x07loading\x18\x06 \x01(\x0b\x32\x17.sessionmesh.v1.LoadingH\x00\x12*\n\x07message\x18\x07 \x01(\x0b\x32\x17.sessionmesh.v1.MessageH\x00\x12)\n\x03\x61\x63k\x18\x08 \x01(\x0b\x32\x1a.sessionmesh.v1.MessageAckH\x00\x42\x07\n\x05\x65vent\"\xbf\x01\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12*\n\x06health\x18\x03 \x01(\x0e\x32\x1a.sessionmesh.v1.NodeHealth\x12\x10\n\x08sessions\x18\x04 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x05 \x01(\x05\x12\x14\n\x0cmemory_bytes\x18\x06 \x01(\x03\x12\x15\n\rmissing_hooks\x18\x07 \x03(\t\x12\x12\n\nwa_version\x18\x08 \x01(\t*\x94\x01\n\x0cSessionState\x12\x1d\n\x19SESSION_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08STARTING\x10\x01\x12\x10\n\x0cSCAN_QR_CODE\x10\x02\x12\x11\n\rAUTHENTICATED\x10\x03\x12\t\n\x05READY\x10\x04\x12\x0b\n\x07STOPPED\x10\x05\x12\x0e\n\nLOGGED_OUT\x10\x06\x12\n\n\x06\x46\x41ILED\x10\x07*D\n\x0c\x41uthStrategy\x12\x1d\n\x19\x41UTH_STRATEGY_UNSPECIFIED\x10\x00\x12\t\n\x05LOCAL\x10\x01\x12\n\n\x06REMOTE\x10\x02*f\n\nNodeHealth\x12\x1b\n\x17NODE_HEALTH_UNSPECIFIED\x10\x00\x12\x0b\n\x07SERVING\x10\x01\x12\x0f\n\x0bNOT_SERVING\x10\x02\x12\x0f\n\x0bUNREACHABLE\x10\x03\x12\x0c\n\x08\x44RAINING\x10\x04*P\n\x10MessageDirection\x12!\n\x1dMESSAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x0b\n\x07INBOUND\x10\x01\x12\x0c\n\x08OUTBOUND\x10\x02*|\n\x0bMessageType\x12\x1c\n\x18MESSAGE_TYPE_UNSPECIFIED\x10\x00\x12\x08\n\x04TEXT\x10\x01\x12\t\n\x05IMAGE\x10\x02\x12\x0c\n\x08\x44OCUMENT\x10\x03\x12\t\n\x05\x41UDIO\x10\x04\x12\t\n\x05VIDEO\x10\x05\x12\x0b\n\x07STICKER\x10\x06\x12\t\n\x05OTHER\x10\x07*l\n\x03\x41\x63k\x12\x0f\n\x0b\x41\x43K_PENDING\x10\x00\x12\x0e\n\nACK_SERVER\x10\x01\x12\x0e\n\nACK_DEVICE\x10\x02\x12\x0c\n\x08\x41\x43K_READ\x10\x03\x12\x0e\n\nACK_PLAYED\x10\x04\x12\x16\n\tACK_ERROR\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SESSION_LABELSENTRY']._loaded_options = None
   _globals['_SESSION_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_SESSIONSTATE']._serialized_start=1096
-  _globals['_SESSIONSTATE']._serialized_end=1244
-  _globals['_AUTHSTRATEGY']._serialized_start=1246
-  _globals['_AUTHSTRATEGY']._serialized_end=1314
-  _globals['_NODEHEALTH']._serialized_start=1316
-  _globals['_NODEHEALTH']._serialized_end=1418
+  _globals['_SESSIONSTATE']._serialized_start=1704
+  _globals['_SESSIONSTATE']._serialized_end=1852
+  _globals['_AUTHSTRATEGY']._serialized_start=1854
+  _globals['_AUTHSTRATEGY']._serialized_end=1922
+  _globals['_NODEHEALTH']._serialized_start=1924
+  _globals['_NODEHEALTH']._serialized_end=2026
+  _globals['_MESSAGEDIRECTION']._serialized_start=2028
+  _globals['_MESSAGEDIRECTION']._serialized_end=2108
+  _globals['_MESSAGETYPE']._serialized_start=2110
+  _globals['_MESSAGETYPE']._serialized_end=2234
+  _globals['_ACK']._serialized_start=2236
+  _globals['_ACK']._serialized_end=2344
   _globals['_SESSION']._serialized_start=81
   _globals['_SESSION']._serialized_end=520
   _globals['_SESSION_LABELSENTRY']._serialized_start=475
@@ -50,8 +56,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATECHANGE']._serialized_end=685
   _globals['_LOADING']._serialized_start=687
   _globals['_LOADING']._serialized_end=713
-  _globals['_SESSIONEVENT']._serialized_start=716
-  _globals['_SESSIONEVENT']._serialized_end=942
-  _globals['_NODESTATUS']._serialized_start=945
-  _globals['_NODESTATUS']._serialized_end=1093
+  _globals['_MEDIAINFO']._serialized_start=715
+  _globals['_MEDIAINFO']._serialized_end=798
+  _globals['_MESSAGE']._serialized_start=801
+  _globals['_MESSAGE']._serialized_end=1106
+  _globals['_MESSAGEACK']._serialized_start=1108
+  _globals['_MESSAGEACK']._serialized_end=1191
+  _globals['_SESSIONEVENT']._serialized_start=1194
+  _globals['_SESSIONEVENT']._serialized_end=1507
+  _globals['_NODESTATUS']._serialized_start=1510
+  _globals['_NODESTATUS']._serialized_end=1701
 # @@protoc_insertion_point(module_scope)

@@ -78,6 +78,56 @@ class SessionMeshStub:
                 request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeRequest.SerializeToString,
                 response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeResponse.FromString,
                 _registered_method=True)
+        self.SendMessage = channel.unary_unary(
+                '/sessionmesh.v1.SessionMesh/SendMessage',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.SendMessageRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.SendMessageResponse.FromString,
+                _registered_method=True)
+        self.GetMessageMedia = channel.unary_stream(
+                '/sessionmesh.v1.SessionMesh/GetMessageMedia',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.GetMessageMediaRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.MediaChunk.FromString,
+                _registered_method=True)
+        self.CreateWebhook = channel.unary_unary(
+                '/sessionmesh.v1.SessionMesh/CreateWebhook',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.CreateWebhookRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.Webhook.FromString,
+                _registered_method=True)
+        self.ListWebhooks = channel.unary_unary(
+                '/sessionmesh.v1.SessionMesh/ListWebhooks',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.ListWebhooksRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.ListWebhooksResponse.FromString,
+                _registered_method=True)
+        self.UpdateWebhook = channel.unary_unary(
+                '/sessionmesh.v1.SessionMesh/UpdateWebhook',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.UpdateWebhookRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.Webhook.FromString,
+                _registered_method=True)
+        self.DeleteWebhook = channel.unary_unary(
+                '/sessionmesh.v1.SessionMesh/DeleteWebhook',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.DeleteWebhookRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.DeleteWebhookResponse.FromString,
+                _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/sessionmesh.v1.SessionMesh/RotateWebhookSecret',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.Webhook.FromString,
+                _registered_method=True)
+        self.ListDeliveries = channel.unary_unary(
+                '/sessionmesh.v1.SessionMesh/ListDeliveries',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.ListDeliveriesRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.ListDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/sessionmesh.v1.SessionMesh/ListDeadLetters',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/sessionmesh.v1.SessionMesh/ReplayDeadLetters',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class SessionMeshServicer:
@@ -140,6 +190,74 @@ class SessionMeshServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendMessage(self, request, context):
+        """Sends a message from a READY session, in order behind the session's earlier sends and at
+        its rate limit. The same idempotency key never sends twice: a retry (after UNAVAILABLE, a
+        timeout or a failover) answers the first send's message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMessageMedia(self, request, context):
+        """The bytes of a media message the session sent or received, in chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateWebhook(self, request, context):
+        """Webhooks: per tenant, or per session (a session's own webhooks replace the tenant's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhooks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWebhook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhook(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateWebhookSecret(self, request, context):
+        """A new signing secret; the old one stops signing at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeliveries(self, request, context):
+        """Recent deliveries and their outcomes, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Deliveries that used up their retries (or met a final answer), kept until replayed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionMeshServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +300,56 @@ def add_SessionMeshServicer_to_server(servicer, server):
                     servicer.DrainNode,
                     request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeRequest.FromString,
                     response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeResponse.SerializeToString,
+            ),
+            'SendMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendMessage,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.SendMessageRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.SendMessageResponse.SerializeToString,
+            ),
+            'GetMessageMedia': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetMessageMedia,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.GetMessageMediaRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.MediaChunk.SerializeToString,
+            ),
+            'CreateWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhook,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.CreateWebhookRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.Webhook.SerializeToString,
+            ),
+            'ListWebhooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhooks,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.ListWebhooksRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.ListWebhooksResponse.SerializeToString,
+            ),
+            'UpdateWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWebhook,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.UpdateWebhookRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.Webhook.SerializeToString,
+            ),
+            'DeleteWebhook': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhook,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.DeleteWebhookRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.DeleteWebhookResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.Webhook.SerializeToString,
+            ),
+            'ListDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeliveries,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.ListDeliveriesRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.ListDeliveriesResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.ReplayDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -403,6 +571,276 @@ class SessionMesh:
             '/sessionmesh.v1.SessionMesh/DrainNode',
             sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeRequest.SerializeToString,
             sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/SendMessage',
+            sessionmesh_dot_v1_dot_mesh__pb2.SendMessageRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.SendMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessageMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/GetMessageMedia',
+            sessionmesh_dot_v1_dot_mesh__pb2.GetMessageMediaRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.MediaChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/CreateWebhook',
+            sessionmesh_dot_v1_dot_mesh__pb2.CreateWebhookRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.Webhook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/ListWebhooks',
+            sessionmesh_dot_v1_dot_mesh__pb2.ListWebhooksRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.ListWebhooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/UpdateWebhook',
+            sessionmesh_dot_v1_dot_mesh__pb2.UpdateWebhookRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.Webhook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/DeleteWebhook',
+            sessionmesh_dot_v1_dot_mesh__pb2.DeleteWebhookRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.DeleteWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/RotateWebhookSecret',
+            sessionmesh_dot_v1_dot_mesh__pb2.RotateWebhookSecretRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.Webhook.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/ListDeliveries',
+            sessionmesh_dot_v1_dot_mesh__pb2.ListDeliveriesRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.ListDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/ListDeadLetters',
+            sessionmesh_dot_v1_dot_mesh__pb2.ListDeadLettersRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/ReplayDeadLetters',
+            sessionmesh_dot_v1_dot_mesh__pb2.ReplayDeadLettersRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.ReplayDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

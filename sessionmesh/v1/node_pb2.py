@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from sessionmesh.v1 import common_pb2 as sessionmesh_dot_v1_dot_common__pb2
+from sessionmesh.v1 import mesh_pb2 as sessionmesh_dot_v1_dot_mesh__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sessionmesh/v1/node.proto\x12\x0esessionmesh.v1\x1a\x1bsessionmesh/v1/common.proto\"\xf0\x01\n\x13StartSessionRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x33\n\rauth_strategy\x18\x03 \x01(\x0e\x32\x1c.sessionmesh.v1.AuthStrategy\x12?\n\x06labels\x18\x04 \x03(\x0b\x32/.sessionmesh.v1.StartSessionRequest.LabelsEntry\x12\x10\n\x08takeover\x18\x05 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x12NodeSessionRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\x19\n\x17NodeListSessionsRequest\"G\n\x0bNodeSession\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12(\n\x07session\x18\x02 \x01(\x0b\x32\x17.sessionmesh.v1.Session\"I\n\x18NodeListSessionsResponse\x12-\n\x08sessions\x18\x01 \x03(\x0b\x32\x1b.sessionmesh.v1.NodeSession\"I\n\x10NodeWatchRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x04\"\x13\n\x11NodeStatusRequest\" \n\x10NodeDrainRequest\x12\x0c\n\x04\x64one\x18\x01 \x01(\x08\x32\xdb\x05\n\x0bSessionNode\x12L\n\x0cStartSession\x12#.sessionmesh.v1.StartSessionRequest\x1a\x17.sessionmesh.v1.Session\x12I\n\nGetSession\x12\".sessionmesh.v1.NodeSessionRequest\x1a\x17.sessionmesh.v1.Session\x12\x61\n\x0cListSessions\x12\'.sessionmesh.v1.NodeListSessionsRequest\x1a(.sessionmesh.v1.NodeListSessionsResponse\x12J\n\x0bStopSession\x12\".sessionmesh.v1.NodeSessionRequest\x1a\x17.sessionmesh.v1.Session\x12L\n\rLogoutSession\x12\".sessionmesh.v1.NodeSessionRequest\x1a\x17.sessionmesh.v1.Session\x12P\n\x0cWatchSession\x12 .sessionmesh.v1.NodeWatchRequest\x1a\x1c.sessionmesh.v1.SessionEvent0\x01\x12N\n\rGetNodeStatus\x12!.sessionmesh.v1.NodeStatusRequest\x1a\x1a.sessionmesh.v1.NodeStatus\x12\x45\n\x05\x44rain\x12 .sessionmesh.v1.NodeDrainRequest\x1a\x1a.sessionmesh.v1.NodeStatus\x12M\n\x0eHandOffSession\x12\".sessionmesh.v1.NodeSessionRequest\x1a\x17.sessionmesh.v1.Sessionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sessionmesh/v1/node.proto\x12\x0esessionmesh.v1\x1a\x1bsessionmesh/v1/common.proto\x1a\x19sessionmesh/v1/mesh.proto\"\xf0\x01\n\x13StartSessionRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x33\n\rauth_strategy\x18\x03 \x01(\x0e\x32\x1c.sessionmesh.v1.AuthStrategy\x12?\n\x06labels\x18\x04 \x03(\x0b\x32/.sessionmesh.v1.StartSessionRequest.LabelsEntry\x12\x10\n\x08takeover\x18\x05 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x12NodeSessionRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"\x19\n\x17NodeListSessionsRequest\"G\n\x0bNodeSession\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12(\n\x07session\x18\x02 \x01(\x0b\x32\x17.sessionmesh.v1.Session\"I\n\x18NodeListSessionsResponse\x12-\n\x08sessions\x18\x01 \x03(\x0b\x32\x1b.sessionmesh.v1.NodeSession\"I\n\x10NodeWatchRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x11\n\tafter_seq\x18\x03 \x01(\x04\"\x13\n\x11NodeStatusRequest\" \n\x10NodeDrainRequest\x12\x0c\n\x04\x64one\x18\x01 \x01(\x08\"]\n\x16NodeSendMessageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x33\n\x07request\x18\x02 \x01(\x0b\x32\".sessionmesh.v1.SendMessageRequest\"J\n\x10NodeMediaRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x12\n\nmessage_id\x18\x03 \x01(\t2\x8a\x07\n\x0bSessionNode\x12L\n\x0cStartSession\x12#.sessionmesh.v1.StartSessionRequest\x1a\x17.sessionmesh.v1.Session\x12I\n\nGetSession\x12\".sessionmesh.v1.NodeSessionRequest\x1a\x17.sessionmesh.v1.Session\x12\x61\n\x0cListSessions\x12\'.sessionmesh.v1.NodeListSessionsRequest\x1a(.sessionmesh.v1.NodeListSessionsResponse\x12J\n\x0bStopSession\x12\".sessionmesh.v1.NodeSessionRequest\x1a\x17.sessionmesh.v1.Session\x12L\n\rLogoutSession\x12\".sessionmesh.v1.NodeSessionRequest\x1a\x17.sessionmesh.v1.Session\x12P\n\x0cWatchSession\x12 .sessionmesh.v1.NodeWatchRequest\x1a\x1c.sessionmesh.v1.SessionEvent0\x01\x12N\n\rGetNodeStatus\x12!.sessionmesh.v1.NodeStatusRequest\x1a\x1a.sessionmesh.v1.NodeStatus\x12\x45\n\x05\x44rain\x12 .sessionmesh.v1.NodeDrainRequest\x1a\x1a.sessionmesh.v1.NodeStatus\x12M\n\x0eHandOffSession\x12\".sessionmesh.v1.NodeSessionRequest\x1a\x17.sessionmesh.v1.Session\x12Z\n\x0bSendMessage\x12&.sessionmesh.v1.NodeSendMessageRequest\x1a#.sessionmesh.v1.SendMessageResponse\x12Q\n\x0fGetMessageMedia\x12 .sessionmesh.v1.NodeMediaRequest\x1a\x1a.sessionmesh.v1.MediaChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,24 +35,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTSESSIONREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_STARTSESSIONREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_STARTSESSIONREQUEST']._serialized_start=75
-  _globals['_STARTSESSIONREQUEST']._serialized_end=315
-  _globals['_STARTSESSIONREQUEST_LABELSENTRY']._serialized_start=270
-  _globals['_STARTSESSIONREQUEST_LABELSENTRY']._serialized_end=315
-  _globals['_NODESESSIONREQUEST']._serialized_start=317
-  _globals['_NODESESSIONREQUEST']._serialized_end=373
-  _globals['_NODELISTSESSIONSREQUEST']._serialized_start=375
-  _globals['_NODELISTSESSIONSREQUEST']._serialized_end=400
-  _globals['_NODESESSION']._serialized_start=402
-  _globals['_NODESESSION']._serialized_end=473
-  _globals['_NODELISTSESSIONSRESPONSE']._serialized_start=475
-  _globals['_NODELISTSESSIONSRESPONSE']._serialized_end=548
-  _globals['_NODEWATCHREQUEST']._serialized_start=550
-  _globals['_NODEWATCHREQUEST']._serialized_end=623
-  _globals['_NODESTATUSREQUEST']._serialized_start=625
-  _globals['_NODESTATUSREQUEST']._serialized_end=644
-  _globals['_NODEDRAINREQUEST']._serialized_start=646
-  _globals['_NODEDRAINREQUEST']._serialized_end=678
-  _globals['_SESSIONNODE']._serialized_start=681
-  _globals['_SESSIONNODE']._serialized_end=1412
+  _globals['_STARTSESSIONREQUEST']._serialized_start=102
+  _globals['_STARTSESSIONREQUEST']._serialized_end=342
+  _globals['_STARTSESSIONREQUEST_LABELSENTRY']._serialized_start=297
+  _globals['_STARTSESSIONREQUEST_LABELSENTRY']._serialized_end=342
+  _globals['_NODESESSIONREQUEST']._serialized_start=344
+  _globals['_NODESESSIONREQUEST']._serialized_end=400
+  _globals['_NODELISTSESSIONSREQUEST']._serialized_start=402
+  _globals['_NODELISTSESSIONSREQUEST']._serialized_end=427
+  _globals['_NODESESSION']._serialized_start=429
+  _globals['_NODESESSION']._serialized_end=500
+  _globals['_NODELISTSESSIONSRESPONSE']._serialized_start=502
+  _globals['_NODELISTSESSIONSRESPONSE']._serialized_end=575
+  _globals['_NODEWATCHREQUEST']._serialized_start=577
+  _globals['_NODEWATCHREQUEST']._serialized_end=650
+  _globals['_NODESTATUSREQUEST']._serialized_start=652
+  _globals['_NODESTATUSREQUEST']._serialized_end=671
+  _globals['_NODEDRAINREQUEST']._serialized_start=673
+  _globals['_NODEDRAINREQUEST']._serialized_end=705
+  _globals['_NODESENDMESSAGEREQUEST']._serialized_start=707
+  _globals['_NODESENDMESSAGEREQUEST']._serialized_end=800
+  _globals['_NODEMEDIAREQUEST']._serialized_start=802
+  _globals['_NODEMEDIAREQUEST']._serialized_end=876
+  _globals['_SESSIONNODE']._serialized_start=879
+  _globals['_SESSIONNODE']._serialized_end=1785
 # @@protoc_insertion_point(module_scope)

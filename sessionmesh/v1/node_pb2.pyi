@@ -1,4 +1,5 @@
 from sessionmesh.v1 import common_pb2 as _common_pb2
+from sessionmesh.v1 import mesh_pb2 as _mesh_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -73,3 +74,21 @@ class NodeDrainRequest(_message.Message):
     DONE_FIELD_NUMBER: _ClassVar[int]
     done: bool
     def __init__(self, done: _Optional[bool] = ...) -> None: ...
+
+class NodeSendMessageRequest(_message.Message):
+    __slots__ = ("tenant", "request")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    request: _mesh_pb2.SendMessageRequest
+    def __init__(self, tenant: _Optional[str] = ..., request: _Optional[_Union[_mesh_pb2.SendMessageRequest, _Mapping]] = ...) -> None: ...
+
+class NodeMediaRequest(_message.Message):
+    __slots__ = ("tenant", "session_id", "message_id")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    session_id: str
+    message_id: str
+    def __init__(self, tenant: _Optional[str] = ..., session_id: _Optional[str] = ..., message_id: _Optional[str] = ...) -> None: ...

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from sessionmesh.v1 import common_pb2 as sessionmesh_dot_v1_dot_common__pb2
+from sessionmesh.v1 import mesh_pb2 as sessionmesh_dot_v1_dot_mesh__pb2
 from sessionmesh.v1 import node_pb2 as sessionmesh_dot_v1_dot_node__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -82,6 +83,16 @@ class SessionNodeStub:
                 request_serializer=sessionmesh_dot_v1_dot_node__pb2.NodeSessionRequest.SerializeToString,
                 response_deserializer=sessionmesh_dot_v1_dot_common__pb2.Session.FromString,
                 _registered_method=True)
+        self.SendMessage = channel.unary_unary(
+                '/sessionmesh.v1.SessionNode/SendMessage',
+                request_serializer=sessionmesh_dot_v1_dot_node__pb2.NodeSendMessageRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.SendMessageResponse.FromString,
+                _registered_method=True)
+        self.GetMessageMedia = channel.unary_stream(
+                '/sessionmesh.v1.SessionNode/GetMessageMedia',
+                request_serializer=sessionmesh_dot_v1_dot_node__pb2.NodeMediaRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.MediaChunk.FromString,
+                _registered_method=True)
 
 
 class SessionNodeServicer:
@@ -145,6 +156,18 @@ class SessionNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendMessage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMessageMedia(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -192,6 +215,16 @@ def add_SessionNodeServicer_to_server(servicer, server):
                     servicer.HandOffSession,
                     request_deserializer=sessionmesh_dot_v1_dot_node__pb2.NodeSessionRequest.FromString,
                     response_serializer=sessionmesh_dot_v1_dot_common__pb2.Session.SerializeToString,
+            ),
+            'SendMessage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendMessage,
+                    request_deserializer=sessionmesh_dot_v1_dot_node__pb2.NodeSendMessageRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.SendMessageResponse.SerializeToString,
+            ),
+            'GetMessageMedia': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetMessageMedia,
+                    request_deserializer=sessionmesh_dot_v1_dot_node__pb2.NodeMediaRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.MediaChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +472,60 @@ class SessionNode:
             '/sessionmesh.v1.SessionNode/HandOffSession',
             sessionmesh_dot_v1_dot_node__pb2.NodeSessionRequest.SerializeToString,
             sessionmesh_dot_v1_dot_common__pb2.Session.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendMessage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionNode/SendMessage',
+            sessionmesh_dot_v1_dot_node__pb2.NodeSendMessageRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.SendMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMessageMedia(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sessionmesh.v1.SessionNode/GetMessageMedia',
+            sessionmesh_dot_v1_dot_node__pb2.NodeMediaRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.MediaChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,7 +39,8 @@ async def console_mesh(
     # Long QR lifetimes: "beta" must still show a QR when the pages look at it.
     sandbox = await sandbox_factory(first_qr_ttl=120.0, qr_ttl=60.0, qr_count=6)
     node = await node_factory(sandbox.url, max_sessions=5, qr_first_timeout=120, qr_timeout=60)
-    router = await router_factory([node.address])
+    # The console's operators are admins here: node memory feeds the tier planner.
+    router = await router_factory([node.address], admin_tenants=frozenset({"acme"}))
     acme = clients(router.address)
 
     await acme.CreateSession(

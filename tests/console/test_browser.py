@@ -11,7 +11,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -79,7 +79,17 @@ async def console_url(console_mesh: ConsoleMesh) -> AsyncIterator[str]:
         os.unlink(log.name)
 
 
-async def test_each_page_renders_in_chromium_and_is_screenshotted(console_url: str) -> None:
+async def log_in(page: Any, token: str, timeout_ms: float) -> None:
+    """Each page load is a new console session: log in with the API token."""
+    field = page.locator('input[type="password"]')
+    await field.wait_for(timeout=timeout_ms)
+    await field.fill(token)
+    await page.get_by_role("button", name="Log in").click()
+
+
+async def test_each_page_renders_in_chromium_and_is_screenshotted(
+    console_url: str, console_mesh: ConsoleMesh
+) -> None:
     from playwright.async_api import async_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -93,6 +103,7 @@ async def test_each_page_renders_in_chromium_and_is_screenshotted(console_url: s
             for name, path, marker, chart in PAGES:
                 print(name, "start", time.monotonic())
                 await page.goto(console_url + path, timeout=timeout_ms)
+                await log_in(page, console_mesh.token, timeout_ms)
                 await page.get_by_text(marker, exact=False).first.wait_for(timeout=timeout_ms)
                 if chart:
                     await page.locator(

@@ -159,6 +159,20 @@ def test_overview_totals_and_warnings() -> None:
     assert quiet.warnings == []
 
 
+def test_a_node_whose_page_lacks_hooks_is_an_error() -> None:
+    broken = node("a", pb.SERVING, 1, 10)
+    broken.missing_hooks.extend(["WABase64.encodeB64", "WAWebCmd.Cmd:offline_progress_update"])
+    broken.wa_version = "2.3000.1030000000"
+    ov = m.overview([broken, node("b", pb.SERVING, 1, 10)], [], now=T0, window=60)
+    assert [(w.level, w.text.split(" (")[0]) for w in ov.warnings] == [
+        (
+            "error",
+            "node a: WhatsApp Web 2.3000.1030000000 lacks hooks the node relies on: "
+            "WABase64.encodeB64, WAWebCmd.Cmd:offline_progress_update",
+        )
+    ]
+
+
 def test_live_per_session_memory_skips_empty_and_unreachable_nodes() -> None:
     nodes = [
         node("a", pb.SERVING, 2, 10, 600),

@@ -44,7 +44,9 @@ async def test_every_page_against_a_real_mesh(
     console_mesh: ConsoleMesh, clients: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     mesh = console_mesh
-    at = await run(AppTest.from_file(str(APP), default_timeout=60))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["console.role"] = "operator"  # logged in with the token
+    at = await run(at)
 
     # Overview: the node, its sessions against capacity, states, no error.
     assert at.title[0].value == "Overview"
@@ -133,8 +135,32 @@ async def test_a_router_error_is_a_status_box_not_a_traceback(
     console_mesh: ConsoleMesh, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MESH_TOKEN", "not-a-token-of-anyone")
-    at = await run(AppTest.from_file(str(APP), default_timeout=60))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["console.role"] = "operator"
+    at = await run(at)
     assert "UNAUTHENTICATED" in at.error[0].value
     at.switch_page("pages/sessions.py")
     await run(at)
     assert "UNAUTHENTICATED" in at.error[0].value
+
+
+def test_nothing_shows_before_a_login_and_the_password_is_read_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from console.auth import OPERATOR, VIEWER, role_for
+    from console.settings import ConsoleSettings
+
+    monkeypatch.setenv("MESH_TOKEN", "acme-token-0123456789")
+    monkeypatch.setenv("MESH_ROUTER", "127.0.0.1:1")
+    monkeypatch.setenv("MESH_CONSOLE_PASSWORD", "look-but-do-not-touch")
+    at = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert not at.exception
+    assert at.title[0].value == "Session Mesh console" and not at.dataframe
+    at.text_input[0].input("guess")
+    at.button[0].click().run()
+    assert "console.role" not in at.session_state
+    assert not at.metric and not at.dataframe and not at.exception  # no page behind the login
+    settings = ConsoleSettings.from_env()
+    assert role_for("look-but-do-not-touch", settings) == VIEWER
+    assert role_for("acme-token-0123456789", settings) == OPERATOR
+    assert role_for("", settings) is None

@@ -1,5 +1,6 @@
 """A RemoteAuth mesh for failover tests: a private redis-server, the sandbox, nodes as real
-`mesh-node` processes (so they can be killed with SIGKILL) and routers in-process."""
+`mesh-node` processes (so they can be killed with SIGKILL) and routers in-process. Routers and
+nodes talk mutual TLS, with certificates from a throwaway CA made for the test."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from node.memory import descendants
 from router.server import RouterServer
 from router.settings import RouterSettings
 from sessionmesh.auth import parse_tokens
+from sessionmesh.certs import Authority
 from sessionmesh.procs import ProcessGroup, wait_serving
+from sessionmesh.tls import TransportSecurity
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import node_pb2, node_pb2_grpc
 from tests.conftest import TOKENS
@@ -61,6 +64,23 @@ class Mesh:
     nodes: dict[str, NodeProc] = field(default_factory=dict)
     routers: list[RouterServer] = field(default_factory=list)
     paused: list[int] = field(default_factory=list)  # SIGSTOPped pids, resumed at teardown
+    ca: Authority | None = None
+
+    @property
+    def authority(self) -> Authority:
+        if self.ca is None:
+            self.ca = Authority(self.root / "ca")
+        return self.ca
+
+    def security(self, name: str) -> TransportSecurity:
+        """mTLS settings for a process named `name` (a router, or a test acting as one)."""
+        issued = self.authority.issue(name, role="router")
+        return TransportSecurity.from_env(self.authority.mtls_env(issued))
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        credentials = self.security("test-client").node_channel_credentials()
+        assert credentials is not None
+        return credentials
 
     def _spawn(self, node: NodeProc) -> None:
         label = node.name if not node.restarts else f"{node.name}.{node.restarts}"
@@ -84,6 +104,7 @@ class Mesh:
             "QR_TIMEOUT": "2",
             "SHUTDOWN_GRACE": "2",
             "LOG_LEVEL": "INFO",
+            **self.authority.mtls_env(self.authority.issue(name)),
             **env,
         }
         node = NodeProc(name, address, full, proc=None)  # type: ignore[arg-type]
@@ -94,7 +115,9 @@ class Mesh:
     async def wait_serving(self, *nodes: NodeProc) -> None:
         await asyncio.gather(
             *(
-                asyncio.to_thread(wait_serving, n.address, n.proc, n.name, DEADLINE * 2)
+                asyncio.to_thread(
+                    wait_serving, n.address, n.proc, n.name, DEADLINE * 2, self.credentials()
+                )
                 for n in nodes
             )
         )
@@ -130,7 +153,7 @@ class Mesh:
 
     async def session_on(self, node: NodeProc, session_id: str) -> pb.Session | None:
         """The session as `node` itself reports it (SessionNode GetSession), None if unknown."""
-        async with grpc.aio.insecure_channel(node.address) as channel:
+        async with grpc.aio.secure_channel(node.address, self.credentials()) as channel:
             stub = node_pb2_grpc.SessionNodeStub(channel)
             try:
                 reply: pb.Session = await stub.GetSession(
@@ -160,6 +183,7 @@ class Mesh:
             "redis": settings_for(self.redis.url, cluster=False),
             "dead_after": DEAD_AFTER,
             "admin_tenants": frozenset({"acme"}),
+            "security": self.security(f"router-{len(self.routers) + 1}"),
         }
         fields.update(overrides)
         router = RouterServer(RouterSettings(**fields))

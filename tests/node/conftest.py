@@ -99,3 +99,22 @@ def private_redis(request: pytest.FixtureRequest) -> Iterator[RedisServer]:
 @pytest.fixture
 def codec() -> SnapshotCodec:
     return SnapshotCodec(SnapshotKeys.parse(key_spec("k1", 1)))
+
+
+@pytest.fixture
+async def channels() -> AsyncIterator[Any]:
+    """`make(address)`: a SessionNode stub on a channel closed after the test."""
+    import grpc
+
+    from sessionmesh.v1 import node_pb2_grpc
+
+    made: list[grpc.aio.Channel] = []
+
+    def make(address: str) -> node_pb2_grpc.SessionNodeStub:
+        channel = grpc.aio.insecure_channel(address)
+        made.append(channel)
+        return node_pb2_grpc.SessionNodeStub(channel)
+
+    yield make
+    for channel in made:
+        await channel.close()

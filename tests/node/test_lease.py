@@ -168,7 +168,7 @@ async def test_keeper_survives_redis_down_and_back(
             down_at, iterations_at_stop = time.monotonic(), keeper.iterations
             await wait_for(lambda: lost == [a], what="the lease to be reported lost")
             lost_after = time.monotonic() - down_at
-            assert keeper.lost == {a: LossReason.EXPIRED}
+            assert keeper.lost == {a: LossReason.UNREACHABLE}
             assert lost_after <= 1.5 + 1.0  # TTL plus a renewal round's slack
             # Bounded work during the outage: about one attempt per retry_every.
             assert keeper.iterations - iterations_at_stop < 40

@@ -17,20 +17,6 @@ pytestmark = pytest.mark.browser
 TENANT = "acme"
 
 
-@pytest.fixture
-async def channels() -> Any:
-    made: list[grpc.aio.Channel] = []
-
-    def make(address: str) -> node_pb2_grpc.SessionNodeStub:
-        channel = grpc.aio.insecure_channel(address)
-        made.append(channel)
-        return node_pb2_grpc.SessionNodeStub(channel)
-
-    yield make
-    for channel in made:
-        await channel.close()
-
-
 def watch(stub: node_pb2_grpc.SessionNodeStub, sid: str, after: int = 0) -> Any:
     return stub.WatchSession(
         node_pb2.NodeWatchRequest(tenant=TENANT, session_id=sid, after_seq=after)

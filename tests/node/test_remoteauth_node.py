@@ -7,9 +7,11 @@ import asyncio
 import dataclasses
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,12 +19,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from node.crypto import SnapshotKeys
 from node.lease import LeaseManager
 from node.membership import node_key, node_sessions_key, nodes_key
-from node.remote import dir_key, events_key
-from node.remote_store import SessionKeys, StaleFence
+from node.remote import CUT_OFF_REASON
+from node.remote_store import StaleFence
 from node.settings import NodeSettings
 from sessionmesh.config import ConfigError
 from sessionmesh.procs import ProcessGroup, wait_serving
 from sessionmesh.redis_conn import RedisClient, create_redis
+from sessionmesh.schema import SessionKeys
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import node_pb2, node_pb2_grpc
 from tests.helpers import conflicts, free_port, phone, wait_for
@@ -33,20 +36,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.browser]
 TENANT = "acme"
 KEY_SPEC = key_spec("k1", 7)
 LEASE_TTL = 3.0
-
-
-@pytest.fixture
-async def channels() -> Any:
-    made: list[grpc.aio.Channel] = []
-
-    def make(address: str) -> node_pb2_grpc.SessionNodeStub:
-        channel = grpc.aio.insecure_channel(address)
-        made.append(channel)
-        return node_pb2_grpc.SessionNodeStub(channel)
-
-    yield make
-    for channel in made:
-        await channel.close()
 
 
 @pytest.fixture
@@ -152,10 +141,10 @@ async def test_hand_off_on_graceful_stop_then_takeover_without_qr(
     assert raw is not None and raw.startswith(b"SMS1")
     assert b"6281234567890" not in raw and b"origins" not in raw
     # Directory and events are written by the owner, events before watchers see them.
-    entry = await redis.hgetall(dir_key(keys))
+    entry = await redis.hgetall(keys.dir)
     assert entry[b"node_id"] == a.node_id.encode() and entry[b"state"] == b"READY"
     assert entry[b"owner"] == a.owner.encode() and entry[b"auth_strategy"] == b"REMOTE"
-    stream = await redis.xrange(events_key(keys))
+    stream = await redis.xrange(keys.events)
     assert [int(i.split(b"-")[0]) for i, _ in stream] == [e.seq for e in w.events]
     members = await redis.smembers(node_sessions_key(prefixes[1], a.node_id))
     assert f"{TENANT}/r1".encode() in members
@@ -166,7 +155,7 @@ async def test_hand_off_on_graceful_stop_then_takeover_without_qr(
     last_seen = w.events[-1].seq
     assert not await redis.exists(keys.lease)
     assert not await redis.exists(node_key(prefixes[1], a.node_id))
-    entry = await redis.hgetall(dir_key(keys))
+    entry = await redis.hgetall(keys.dir)
     assert entry[b"state"] == b"STOPPED" and int(entry[b"last_seq"]) == last_seen
 
     session = await start(stub_b, "r1", takeover=True)
@@ -176,7 +165,7 @@ async def test_hand_off_on_graceful_stop_then_takeover_without_qr(
     assert w2.qrs() == []
     assert_contiguous(w2.events, last_seen)
     assert (await get(stub_b, "r1")).phone == "6281234567890"
-    entry = await redis.hgetall(dir_key(keys))
+    entry = await redis.hgetall(keys.dir)
     assert entry[b"node_id"] == b.node_id.encode()
     assert f"{TENANT}/r1".encode() not in await redis.smembers(
         node_sessions_key(prefixes[1], a.node_id)
@@ -228,13 +217,15 @@ async def test_killed_node_is_taken_over_after_its_lease_lapses(
             )
             last_seen = w.events[-1].seq
             os.killpg(proc.pid, signal.SIGKILL)  # the node and its Chromium, no hand-off
+            # Still A's until it lapses (asked at once: starting B may take longer than that
+            # on a loaded machine).
+            assert await redis.exists(keys.lease)
             await asyncio.to_thread(proc.wait, 30)
         except BaseException:
             print((tmp_path / "logs" / "node-a.log").read_text(errors="replace"))
             raise
         b = await node_factory(sandbox.url, **remote_settings(redis_server, prefixes))
         stub_b = channels(b.address)
-        assert await redis.exists(keys.lease)  # still A's, until it lapses
         await start(stub_b, "k1", takeover=True)
         w2 = watchers(watch(stub_b, "k1", after=last_seen))
         await w2.wait_state(pb.READY)
@@ -286,6 +277,23 @@ async def test_lease_taken_by_another_owner_closes_and_keeps_the_login(
     assert await conflicts(sandbox.url) == {}
 
 
+class RouterPolls:
+    """What a router does to every node: GetNodeStatus every `interval` seconds."""
+
+    def __init__(self, stub: node_pb2_grpc.SessionNodeStub, interval: float = 0.5) -> None:
+        self._task = asyncio.create_task(self._run(stub, interval))
+
+    @staticmethod
+    async def _run(stub: node_pb2_grpc.SessionNodeStub, interval: float) -> None:
+        while True:
+            await stub.GetNodeStatus(node_pb2.NodeStatusRequest(), timeout=5)
+            await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
 async def test_redis_outage_keeps_sessions_and_writes_due_snapshot_after(
     sandbox: Any,
     node_factory: Any,
@@ -294,6 +302,8 @@ async def test_redis_outage_keeps_sessions_and_writes_due_snapshot_after(
     private_redis: RedisServer,
     prefixes: tuple[str, str],
 ) -> None:
+    """Redis down past the lease TTL while routers still reach the node: no router declares
+    it dead, so its sessions run on, and catch up with Redis when it returns."""
     a = await node_factory(
         sandbox.url, **remote_settings(private_redis.url, prefixes, snapshot_interval=1.0)
     )
@@ -301,6 +311,7 @@ async def test_redis_outage_keeps_sessions_and_writes_due_snapshot_after(
     await scan_to_ready(sandbox, stub, watchers, "o1", "6281200000031")
     keys = keys_of(prefixes, "o1")
     redis = create_redis(settings_for(private_redis.url, cluster=False))
+    router = RouterPolls(stub)
     try:
         await wait_for(lambda: redis.exists(keys.snap), what="snapshot in Redis")
         binding = a.host._bindings[(TENANT, "o1")]
@@ -326,7 +337,43 @@ async def test_redis_outage_keeps_sessions_and_writes_due_snapshot_after(
         assert (await get(stub, "o1")).state == pb.READY
         assert await conflicts(sandbox.url) == {}
     finally:
+        await router.stop()
         await redis.aclose()
+
+
+async def test_cut_off_from_redis_and_routers_a_node_stops_hosting_as_its_lease_lapses(
+    sandbox: Any,
+    node_factory: Any,
+    channels: Any,
+    watchers: Any,
+    private_redis: RedisServer,
+    prefixes: tuple[str, str],
+) -> None:
+    """Redis down and no router call either: routers may declare the node dead and start its
+    sessions elsewhere once the lease lapses, so the node closes them by then (login kept)."""
+    a = await node_factory(sandbox.url, **remote_settings(private_redis.url, prefixes))
+    stub = channels(a.address)
+    await scan_to_ready(sandbox, stub, watchers, "c1", "6281200000032")
+    router = RouterPolls(stub)
+    await asyncio.sleep(1.0)  # routers in touch
+    await router.stop()
+    last_call = time.monotonic()
+    private_redis.stop()
+    try:
+        binding = a.host._bindings[(TENANT, "c1")]
+        await wait_for(lambda: binding.lost, what="the node to stop hosting the session")
+        # Not before the lease could lapse (one renewal round early at most), nor long after.
+        assert LEASE_TTL / 3 <= time.monotonic() - last_call <= LEASE_TTL + 2.0
+        await wait_for(lambda: binding._session.info.state == pb.STOPPED, what="STOPPED")
+        got = await get(stub, "c1")
+        assert got.state == pb.STOPPED and got.last_error == CUT_OFF_REASON, got
+        async with aiohttp.ClientSession() as http:
+            url = f"{sandbox.url}phone/devices?phone=6281200000032"
+            async with http.get(url) as resp:
+                devices = await resp.json()
+        assert not any(d.get("online") for d in devices.get("devices", [])), devices
+    finally:
+        private_redis.start()
 
 
 async def test_drain_hand_off_and_membership(
@@ -416,7 +463,7 @@ async def test_boot_resumes_only_its_own_live_remote_sessions(
             mapping={"node_id": where, "auth_strategy": "REMOTE", "state": state, "labels": "{}"},
         )
         if sid == "handed-off":
-            await redis.hset(f"{keys.tag}:dir", "last_error", "moved to another node")
+            await redis.hset(keys.dir, "handed_off", "1")
         await redis.sadd(node_sessions_key(prefixes[1], node_id), f"{TENANT}/{sid}")
         if owner is not None:
             assert await manager.acquire(TENANT, sid, owner) is not None

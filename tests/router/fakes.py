@@ -14,8 +14,10 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from sessionmesh.rpc import queue_options
+from sessionmesh.sending import chat_id
 from sessionmesh.v1 import common_pb2 as pb
-from sessionmesh.v1 import node_pb2, node_pb2_grpc
+from sessionmesh.v1 import mesh_pb2, node_pb2, node_pb2_grpc
 
 LIVE = {pb.STARTING, pb.SCAN_QR_CODE, pb.AUTHENTICATED, pb.READY}
 
@@ -24,12 +26,14 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
     def __init__(self, node_id: str, capacity: int = 50, port: int = 0) -> None:
         self.node_id = node_id
         self.capacity = capacity
+        self.sent: list[Any] = []
         self.port = port
         self.draining = False
         self.drained = False
         self.starts: list[tuple[str, str]] = []
         self.takeovers: list[tuple[str, str]] = []
         self.handed_off: list[tuple[str, str]] = []
+        self.list_calls = 0
         self.sessions: dict[tuple[str, str], pb.Session] = {}
         self.events: dict[tuple[str, str], list[pb.SessionEvent]] = {}
         self._changed = asyncio.Condition()
@@ -40,7 +44,7 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         return f"127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=queue_options(20_000))  # as a node's
         node_pb2_grpc.add_SessionNodeServicer_to_server(self, server)
         self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         await server.start()
@@ -117,6 +121,7 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         return self.sessions[(request.tenant, request.session_id)]
 
     async def ListSessions(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.list_calls += 1
         return node_pb2.NodeListSessionsResponse(
             sessions=[
                 node_pb2.NodeSession(tenant=tenant, session=session)
@@ -130,6 +135,13 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         await self._get(request, context)
         key = (request.tenant, request.session_id)
         after = request.after_seq
+        last = len(self.events.get(key, []))
+        if after > last:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"after_seq {after} is beyond the last event of session "
+                f"{request.session_id!r} (seq {last})",
+            )
         while True:
             for ev in list(self.events.get(key, [])):
                 if ev.seq > after:
@@ -152,6 +164,28 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
             state=pb.StateChange(state=pb.STOPPED, reason="moved to another node"),
         )
         return self.sessions[(request.tenant, request.session_id)]
+
+    async def SendMessage(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        inner = request.request
+        await self._get(
+            node_pb2.NodeSessionRequest(tenant=request.tenant, session_id=inner.session_id), context
+        )
+        chat = chat_id(inner.to)
+        message_id = f"true_{chat}_FAKE{len(self.sent):016d}"
+        self.sent.append(request)
+        await self.emit(
+            request.tenant,
+            inner.session_id,
+            message=pb.Message(
+                id=message_id, direction=pb.OUTBOUND, chat_id=chat, type=pb.TEXT, text=inner.text
+            ),
+        )
+        await self.emit(
+            request.tenant,
+            inner.session_id,
+            ack=pb.MessageAck(message_id=message_id, ack=pb.ACK_SERVER),
+        )
+        return mesh_pb2.SendMessageResponse(message_id=message_id, ack=pb.ACK_SERVER)
 
     async def GetNodeStatus(self, request: Any, context: grpc.aio.ServicerContext) -> pb.NodeStatus:
         health = pb.SERVING

@@ -108,8 +108,8 @@ def test_a_restarted_node_back_to_healthy_can_die_again() -> None:
     assert node.declared_dead(14.0)
 
 
-def entry(node: str, strategy: int, state: int = pb.READY) -> DirEntry:
-    return DirEntry(node_id=node, auth_strategy=strategy, state=state)
+def entry(node: str, strategy: int, state: int = pb.READY, handed_off: bool = False) -> DirEntry:
+    return DirEntry(node_id=node, auth_strategy=strategy, state=state, handed_off=handed_off)
 
 
 def test_failover_plan_moves_running_remote_sessions_ready_first() -> None:
@@ -122,10 +122,13 @@ def test_failover_plan_moves_running_remote_sessions_ready_first() -> None:
         ("acme", "moved"): entry("other", pb.REMOTE),
         ("acme", "stopped"): entry("dead", pb.REMOTE, pb.STOPPED),
         ("globex", "auth"): entry("dead", pb.REMOTE, pb.AUTHENTICATED),
+        # Stopped by the node's SIGTERM to start elsewhere: it moves, with the READY ones.
+        ("acme", "b-handed"): entry("dead", pb.REMOTE, pb.STOPPED, handed_off=True),
     }
     plan = plan_failover("dead", entries)
     assert [key for key, _ in plan.move] == [
         ("acme", "a-ready"),
+        ("acme", "b-handed"),
         ("acme", "c-ready"),
         ("globex", "auth"),
         ("acme", "b-qr"),
@@ -170,16 +173,16 @@ def test_dir_entry_parses_what_the_node_writes() -> None:
         b"last_error": b"",
         b"last_seq": b"7",
     }
-    parsed = DirEntry.parse(raw)
+    parsed = DirEntry.decode(raw)
     assert parsed is not None
     assert parsed.remote and parsed.state == pb.READY and parsed.last_seq == 7
     session = parsed.to_session("s1", state=pb.FAILED)
     assert session.state == pb.FAILED and session.labels == {"team": "cs"}
     assert session.created_at.seconds == 1700000000
-    assert DirEntry.parse({b"state": b"4"}) is None
+    assert DirEntry.decode({b"state": b"4"}) is None
 
 
 @pytest.mark.parametrize("state", ["4", "READY"])
 def test_dir_entry_reads_enums_by_number_or_name(state: str) -> None:
-    parsed = DirEntry.parse({"node_id": "n", "state": state, "auth_strategy": "2"})
+    parsed = DirEntry.decode({"node_id": "n", "state": state, "auth_strategy": "2"})
     assert parsed is not None and parsed.state == pb.READY and parsed.remote

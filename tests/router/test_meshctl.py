@@ -78,3 +78,21 @@ async def test_watch_draws_qr_and_exits_on_ready(ctl: Any) -> None:
     )
     code, out = await ctl("watch", "w")
     assert code == meshctl.EXIT_FAILED and "qr attempts exhausted" in out
+
+
+async def test_send_prints_the_message_and_watch_follows_a_ready_session(ctl: Any) -> None:
+    await ctl("create", "m")
+    await ctl.node.emit("acme", "m", state=pb.StateChange(state=pb.READY))
+    watching = asyncio.ensure_future(ctl("watch", "m", "--follow"))
+    code, out = await ctl("send", "m", "--to", "+62 812 3456 7890", "hello", "--key", "k1")
+    assert code == 0
+    assert out.startswith("true_6281234567890@c.us_FAKE") and out.rstrip().endswith("SERVER")
+    sent = ctl.node.sent[-1].request
+    assert (sent.to, sent.text, sent.idempotency_key) == ("+62 812 3456 7890", "hello", "k1")
+    await ctl.node.emit("acme", "m", state=pb.StateChange(state=pb.LOGGED_OUT))
+    code, out = await asyncio.wait_for(watching, 60)
+    assert code == meshctl.EXIT_LOGGED_OUT
+    assert "message -> 6281234567890@c.us text 'hello'" in out
+    assert "ack SERVER true_6281234567890@c.us_FAKE" in out
+    code, _ = await ctl("send", "m", "--to", "12ab", "x")
+    assert code != 0

@@ -68,3 +68,12 @@ def test_unexpected_errors_are_internal_without_details(caplog: pytest.LogCaptur
     code, message = errors.status_for(RuntimeError("secret detail"))
     assert code == grpc.StatusCode.INTERNAL
     assert "secret detail" not in message
+
+
+def test_a_call_the_router_does_not_serve_is_unimplemented_not_internal() -> None:
+    import grpc
+
+    from router.errors import status_for
+
+    code, message = status_for(NotImplementedError())
+    assert code == grpc.StatusCode.UNIMPLEMENTED and message

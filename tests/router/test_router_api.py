@@ -24,7 +24,7 @@ async def status_of(call: Any) -> tuple[grpc.StatusCode, str]:
 @pytest.fixture
 async def mesh(fake_nodes: Any, router_factory: Any, clients: Any) -> Any:
     a, b = await fake_nodes("node-a"), await fake_nodes("node-b")
-    router = await router_factory([a.address, b.address])
+    router = await router_factory([a.address, b.address], admin_tenants=frozenset({"acme"}))
 
     class Mesh:
         nodes = (a, b)
@@ -177,6 +177,8 @@ async def test_list_sessions_is_sorted_and_paged(mesh: Any) -> None:
 async def test_cluster_status_lists_every_node(
     mesh: Any, fake_nodes: Any, router_factory: Any, clients: Any
 ) -> None:
+    """Admins (acme) see every node in full; another tenant sees only its own sessions per
+    node, and neither addresses nor memory."""
     await mesh.acme.CreateSession(create("one"))
     status = await mesh.acme.GetClusterStatus(mesh_pb2.GetClusterStatusRequest())
     by_id = {n.node_id: n for n in status.nodes}
@@ -185,12 +187,27 @@ async def test_cluster_status_lists_every_node(
         got = by_id[node.node_id]
         assert got.address == node.address and got.health == pb.SERVING
         assert got.capacity == 50 and got.memory_bytes == 1234
+    await wait_for(
+        lambda: sum(c.sessions for c in mesh.router.pool.clients) == 1, what="the next poll"
+    )
+    status = await mesh.acme.GetClusterStatus(mesh_pb2.GetClusterStatusRequest())
     assert sum(n.sessions for n in status.nodes) == 1
+    tenant_view = await mesh.globex.GetClusterStatus(mesh_pb2.GetClusterStatusRequest())
+    assert {n.node_id for n in tenant_view.nodes} == {"node-a", "node-b"}
+    assert all(n.address == "" and n.memory_bytes == 0 for n in tenant_view.nodes)
+    assert sum(n.sessions for n in tenant_view.nodes) == 0  # acme's session is not counted
+    await mesh.globex.CreateSession(create("two"))
+    tenant_view = await mesh.globex.GetClusterStatus(mesh_pb2.GetClusterStatusRequest())
+    assert sum(n.sessions for n in tenant_view.nodes) == 1
     # A node that is down is listed as UNREACHABLE, by its address.
     await mesh.nodes[1].stop()
-    status = await mesh.acme.GetClusterStatus(mesh_pb2.GetClusterStatusRequest())
-    down = next(n for n in status.nodes if n.address == mesh.nodes[1].address)
-    assert down.health == pb.UNREACHABLE
+
+    async def down() -> bool:
+        status = await mesh.acme.GetClusterStatus(mesh_pb2.GetClusterStatusRequest())
+        found = next(n for n in status.nodes if n.address == mesh.nodes[1].address)
+        return bool(found.health == pb.UNREACHABLE)
+
+    await wait_for(down, what="the stopped node to be UNREACHABLE")
 
 
 async def test_full_node_spills_over_and_all_full_is_resource_exhausted(

@@ -27,7 +27,7 @@ async def test_cluster_status_auth_and_bad_input_with_real_nodes(
 ) -> None:
     a = await node_factory(UNUSED_URL, max_sessions=7)
     b = await node_factory(UNUSED_URL, max_sessions=9)
-    router = await router_factory([a.address, b.address])
+    router = await router_factory([a.address, b.address], admin_tenants=frozenset({"acme"}))
     acme = clients(router.address)
     status = await acme.GetClusterStatus(mesh_pb2.GetClusterStatusRequest())
     got = {n.node_id: n for n in status.nodes}

@@ -83,6 +83,7 @@ def test_settings_from_env_overrides() -> None:
         {
             **BASE,
             "MESH_ROUTER_LISTEN": "0.0.0.0:0",
+            "MESH_ALLOW_INSECURE": "true",
             "MESH_LOAD_FACTOR": "1.5",
             "MESH_NODE_POLL_INTERVAL": "0.2",
             "MESH_KEEPALIVE_TIME": "30",

@@ -1,0 +1,304 @@
+"""Memory, start time and CPU per session on the calibrated sandbox page, by browser model.
+
+Each model links `--sessions` sessions to READY on the same sandbox page (its default,
+calibrated weight) and reads the PSS of every Chromium process it started:
+
+- the node's model: one Chromium (the headless shell, or the full browser in its new headless
+  mode) with one browser context per session, through the node's own page code;
+- the seed's model (whatsapp-web.js, WAHA, wppconnect): one Chromium per session with a
+  persistent profile folder;
+- the node's model with what a host can cut from the page: media and fonts not loaded, and
+  V8's optimize-for-size mode.
+
+Start time is from opening the session (a context, or a browser launch) to its first QR; CPU
+is the Chromium processes' user + system time from before the first open until all are READY.
+Prints the figures and writes them to docs/benchmarks.md.
+
+    python bench/browser_models.py [--sessions 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+from playwright.async_api import BrowserContext, Page, Playwright, Route, async_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import machine, percentile, write_section
+from node import whatsapp as wa
+from node.keyring import KeyRing, RealmHooks
+from node.memory import descendants, pss_bytes
+from sandbox.app import Sandbox, SandboxSettings
+from sessionmesh import chromium
+
+SHELL = "/usr/lib/chromium/chromium-headless-shell"
+FULL = "/usr/bin/chromium"
+CUT_TYPES = frozenset({"image", "media", "font"})
+
+
+def chromium_pids() -> list[int]:
+    out = []
+    for pid in descendants(os.getpid()):
+        try:
+            first = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        except OSError:
+            continue
+        if b"chrom" in first.lower():
+            out.append(pid)
+    return out
+
+
+def chromium_pss() -> int:
+    return sum(pss_bytes(p) for p in chromium_pids())
+
+
+def chromium_cpu() -> float:
+    total = 0
+    for pid in chromium_pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    model: str
+    sessions: int
+    pss: int  # all Chromium processes with every session READY
+    base: int  # before any session (a shared browser's own share), 0 for one-per-session
+    starts: list[float] = field(default_factory=list)  # open -> first QR, seconds
+    cpu: float = 0.0  # Chromium CPU seconds, first open -> all READY
+
+    @property
+    def per_session(self) -> float:
+        return self.pss / self.sessions
+
+
+class Linker:
+    """Drives one page to READY: hook it, open WhatsApp Web, scan the QR with the phone."""
+
+    def __init__(self, sandbox: str, http: aiohttp.ClientSession) -> None:
+        self.sandbox = sandbox
+        self.http = http
+        self.numbers = iter(range(10**6))
+
+    async def link(self, context: BrowserContext, page: Page, opened: float) -> float:
+        queue: asyncio.Queue[wa.PageEvent] = asyncio.Queue()
+        await RealmHooks(page, KeyRing()).install(context)
+        driver = wa.WhatsAppPage(page, queue.put_nowait)
+        await driver.open(self.sandbox, navigation_timeout=120, timeout=120)
+        first_qr = 0.0
+        while True:
+            event = await asyncio.wait_for(queue.get(), 300)
+            if event.kind == "qr" and not first_qr:
+                first_qr = time.perf_counter() - opened
+                code = await driver.qr_payload(event.value["ref"], event.value.get("code"))
+                phone = f"62899{next(self.numbers):08d}"
+                async with self.http.post(
+                    f"{self.sandbox}phone/scan", json={"code": code, "phone": phone}
+                ) as resp:
+                    if resp.status != 200:
+                        raise RuntimeError(f"scan answered {resp.status}: {await resp.text()}")
+            if event.kind == "synced" and event.value:
+                return first_qr
+            if event.kind == "state" and event.value in wa.END_STATES:
+                raise RuntimeError(f"page ended in {event.value}")
+
+
+async def settle() -> None:
+    """Let Chromium finish what the last sync started before reading memory."""
+    await asyncio.sleep(5)
+
+
+async def block_cut(route: Route) -> None:
+    if route.request.resource_type in CUT_TYPES:
+        await route.abort()
+    else:
+        await route.fallback()
+
+
+async def shared_model(
+    pw: Playwright,
+    linker: Linker,
+    name: str,
+    executable: str,
+    n: int,
+    *,
+    extra_args: tuple[str, ...] = (),
+    cut: bool = False,
+) -> Result:
+    browser = await pw.chromium.launch(
+        executable_path=executable, args=[*chromium.launch_args(), *extra_args], headless=True
+    )
+    identity = chromium.desktop_identity(browser.version)
+    try:
+        await settle()
+        base = chromium_pss()
+        cpu0 = chromium_cpu()
+        starts = []
+        for _ in range(n):
+            opened = time.perf_counter()
+            context = await browser.new_context(user_agent=identity.user_agent)
+            if cut:
+                await context.route("**/*", block_cut)
+            page = await context.new_page()
+            cdp = await context.new_cdp_session(page)
+            await cdp.send("Emulation.setUserAgentOverride", identity.override())
+            starts.append(await linker.link(context, page, opened))
+        cpu = chromium_cpu() - cpu0
+        await settle()
+        return Result(name, n, chromium_pss(), base, starts, cpu)
+    finally:
+        await browser.close()
+
+
+async def per_session_model(
+    pw: Playwright, linker: Linker, name: str, executable: str, n: int, root: Path
+) -> Result:
+    contexts: list[BrowserContext] = []
+    try:
+        cpu0 = chromium_cpu()
+        starts = []
+        for i in range(n):
+            opened = time.perf_counter()
+            context = await pw.chromium.launch_persistent_context(
+                str(root / f"profile-{i}"),
+                executable_path=executable,
+                args=chromium.launch_args(),
+                headless=True,
+            )
+            contexts.append(context)
+            page = context.pages[0] if context.pages else await context.new_page()
+            version = context.browser.version if context.browser else "156.0.0.0"
+            identity = chromium.desktop_identity(version)
+            cdp = await context.new_cdp_session(page)
+            await cdp.send("Emulation.setUserAgentOverride", identity.override())
+            starts.append(await linker.link(context, page, opened))
+        cpu = chromium_cpu() - cpu0
+        await settle()
+        return Result(name, n, chromium_pss(), 0, starts, cpu)
+    finally:
+        for context in contexts:
+            await context.close()
+
+
+@asynccontextmanager
+async def sandbox_running() -> AsyncIterator[str]:
+    async with Sandbox(SandboxSettings(), host="127.0.0.1", port=0) as sb:
+        yield sb.url
+
+
+async def run(n: int, root: Path, have_full: bool) -> list[Result]:
+    results = []
+    async with sandbox_running() as url, aiohttp.ClientSession() as http, async_playwright() as pw:
+        linker = Linker(url, http)
+        models: list[tuple[str, Callable[[], Awaitable[Result]]]] = [
+            (
+                "one Chromium, a context per session (headless shell)",
+                lambda: shared_model(pw, linker, "shared, headless shell", SHELL, n),
+            ),
+            (
+                "one Chromium, a context per session (full Chromium, new headless)",
+                lambda: shared_model(pw, linker, "shared, full Chromium", FULL, n),
+            ),
+            (
+                "one Chromium per session, persistent profile (the seed's model)",
+                lambda: per_session_model(pw, linker, "one per session", SHELL, n, root),
+            ),
+            (
+                "shared headless shell, media and fonts not loaded",
+                lambda: shared_model(pw, linker, "shared, no media", SHELL, n, cut=True),
+            ),
+            (
+                "shared headless shell, V8 optimize-for-size",
+                lambda: shared_model(
+                    pw,
+                    linker,
+                    "shared, optimize-for-size",
+                    SHELL,
+                    n,
+                    extra_args=("--js-flags=--optimize-for-size",),
+                ),
+            ),
+        ]
+        for label, make in models:
+            if "full" in label and not have_full:
+                print(f"skipped: {label} ({FULL} is not installed)")
+                continue
+            print(f"measuring: {label} ...", flush=True)
+            results.append(await make())
+    return results
+
+
+def report(results: list[Result], n: int) -> str:
+    by = {r.model: r for r in results}
+    lines = ["## Browser models on the calibrated page (`bench/browser_models.py`)\n"]
+    lines.append(f"Machine: {machine()}.\n")
+    lines.append(
+        f"Command: `python bench/browser_models.py --sessions {n}`. The sandbox page at its "
+        "default (calibrated) weight; each model links the same number of sessions to READY "
+        "with the node's own page code, then reads the PSS of all its Chromium processes "
+        "(after 5 s of quiet). Start: opening the session (a context, or for one Chromium per "
+        "session, the browser launch) to its first QR.\n"
+    )
+    lines.append(
+        "| model | sessions | Chromium PSS | browser's own (no session) | PSS per session | "
+        "start p50 | start max | CPU to READY |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        lines.append(
+            f"| {r.model} | {r.sessions} | {r.pss / 2**20:.0f} MiB | "
+            f"{(f'{r.base / 2**20:.0f} MiB') if r.base else '-'} | {r.per_session / 2**20:.0f} MiB | "
+            f"{percentile(r.starts, 50):.2f} s | {max(r.starts):.2f} s | {r.cpu:.1f} s |"
+        )
+    lines.append("")
+    shared, seed = by.get("shared, headless shell"), by.get("one per session")
+    if shared and seed:
+        lines.append(
+            f"The node's model against the seed's: {shared.per_session / 2**20:.0f} against "
+            f"{seed.per_session / 2**20:.0f} MiB per session, "
+            f"{seed.per_session / shared.per_session:.2f}x. Goal: below one Chromium per session "
+            "by at least the browser's own per-process share (1.35x on a page like this at 4 "
+            "sessions).\n"
+        )
+    full = by.get("shared, full Chromium")
+    if shared and full:
+        lines.append(
+            f"Headless shell against full Chromium (new headless), shared: "
+            f"{shared.per_session / 2**20:.0f} against {full.per_session / 2**20:.0f} MiB per "
+            f"session, start p50 {percentile(shared.starts, 50):.2f} against "
+            f"{percentile(full.starts, 50):.2f} s, CPU {shared.cpu:.1f} against {full.cpu:.1f} s.\n"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--sessions", type=int, default=4)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-models-") as tmp:
+        results = asyncio.run(run(args.sessions, Path(tmp), Path(FULL).exists()))
+    body = report(results, args.sessions)
+    print(body)
+    write_section("browser-models", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -24,6 +24,10 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
+# Jitter draws from its own generator: the global one belongs to the caller (a seeded test,
+# a property-based test that checks nobody else draws from it while it generates input).
+_JITTER = random.Random()
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -40,7 +44,7 @@ class RetryPolicy:
         base = min(self.cap, self.first * self.multiplier ** max(0, attempt - 1))
         if not self.jitter:
             return base
-        return base * (1 + random.uniform(-self.jitter, self.jitter))
+        return base * (1 + _JITTER.uniform(-self.jitter, self.jitter))
 
     def _wait(self, state: RetryCallState) -> float:
         return self.delay(state.attempt_number)

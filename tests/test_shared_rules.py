@@ -217,3 +217,18 @@ async def test_remote_session_stop_writer_lets_its_callers_cancellation_through(
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await caller
+
+
+def test_retry_jitter_leaves_the_global_random_state_alone() -> None:
+    """Background retries drew from the global generator, so a property-based test generating
+    input on another thread saw its random state move and failed as flaky."""
+    import random
+
+    from sessionmesh.retry import RetryPolicy
+    from webhooks.settings import RetryPolicy as WebhookRetryPolicy
+
+    before = random.getstate()
+    delays = [RetryPolicy(jitter=0.5).delay(n) for n in range(1, 20)]
+    delays += [WebhookRetryPolicy(jitter=0.5).delay(n) or 0.0 for n in range(1, 9)]
+    assert random.getstate() == before
+    assert len(set(delays)) > 1  # still jittered

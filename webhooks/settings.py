@@ -18,6 +18,11 @@ RETRY_AFTER_CAP = 3600.0  # a receiver's Retry-After is honoured up to an hour
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+# Jitter draws from its own generator: the global one belongs to the caller (a seeded test,
+# a property-based test that checks nobody else draws from it while it generates input).
+_JITTER = random.Random()
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with jitter: `first` s after the first failure, doubling up to `cap`,
@@ -34,7 +39,7 @@ class RetryPolicy:
         if failures >= self.tries:
             return None
         base = min(self.cap, self.first * 2 ** max(0, failures - 1))
-        wait = base * (1 + random.uniform(-self.jitter, self.jitter))
+        wait = base * (1 + _JITTER.uniform(-self.jitter, self.jitter))
         if retry_after is not None:
             wait = max(wait, min(retry_after, RETRY_AFTER_CAP))
         return max(0.0, float(wait))

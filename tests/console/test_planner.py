@@ -27,9 +27,10 @@ def test_defaults_reproduce_the_seeds_50_sessions_on_its_vps_without_headroom() 
 def test_capacity_is_bound_by_the_scarcer_resource() -> None:
     mem_bound = p.capacity(16, 8, figures(memory_mib=200, cpu=0.05), headroom=0.2)
     assert mem_bound.bound == "memory" and mem_bound.sessions == mem_bound.by_memory
-    assert mem_bound.by_memory == int((8 * p.GIB - p.RESERVE_MEMORY) * 0.8 // (200 * p.MIB))
+    # (1 - headroom) of the machine's memory, less the base with no session
+    assert mem_bound.by_memory == int((8 * p.GIB * 0.8 - p.RESERVE_MEMORY) // (200 * p.MIB))
     cpu_bound = p.capacity(2, 64, figures(memory_mib=100, cpu=0.25), headroom=0.2)
-    assert cpu_bound.bound == "CPU" and cpu_bound.sessions == int(1.5 * 0.8 / 0.25)
+    assert cpu_bound.bound == "CPU" and cpu_bound.sessions == int((2 * 0.8 - 0.5) / 0.25)
 
 
 def test_a_tiny_machine_still_holds_one_session_and_says_it_is_too_small() -> None:

@@ -31,8 +31,7 @@ For the tier planner (at 50 READY sessions): per-session memory: 200.0 MiB; per-
 
 
 def test_committed_patches_are_what_the_model_renders(render_module: ModuleType) -> None:
-    figures = render_module.parse_figures((ROOT / "docs" / "benchmarks.md").read_text())
-    for path, text in render_module.rendered(figures).items():
+    for path, text in render_module.rendered(render_module.current_figures()).items():
         rel = path.relative_to(ROOT)
         assert path.exists(), f"{rel} is missing: run `make deploy-render`"
         assert path.read_text() == text, f"{rel} is stale: run `make deploy-render` and commit it"

@@ -330,6 +330,36 @@ class SeedView:
     qr_seconds: tuple[int, int]
 
 
+# Chromium runs with --disable-dev-shm-usage (sessionmesh/chromium.py) and keeps its shared
+# memory in /tmp, so /dev/shm stays small; a memory-backed emptyDir counts toward the limit.
+SHM_SIZE = 128 * MIB
+AUTOSCALE_GROWTH = 2  # the autoscaler's ceiling: room for twice the planned active accounts
+
+
+@dataclass(frozen=True)
+class PodSize:
+    """A node pod for MAX_CONCURRENT_SESSIONS sessions, from the model at that many."""
+
+    max_sessions: int
+    memory_request: int  # MiB: base + memory per session x MAX
+    memory_limit: int  # MiB: the request with the headroom kept free, plus /dev/shm
+    cpu_request: int  # millicores: base + CPU per session x MAX (no CPU limit)
+    sessions_target: int  # the autoscaler's sessions per node: MAX with the headroom free
+    headroom: float
+
+
+def pod_size(figures: Figures, max_sessions: int, headroom: float = DEFAULT_HEADROOM) -> PodSize:
+    request = math.ceil(figures.memory_at(max_sessions) / MIB)
+    return PodSize(
+        max_sessions=max_sessions,
+        memory_request=request,
+        memory_limit=math.ceil(request / (1 - headroom)) + SHM_SIZE // MIB,
+        cpu_request=math.ceil(figures.cpu_at(max_sessions) * 100) * 10,
+        sessions_target=max(1, math.floor(max_sessions * (1 - headroom))),
+        headroom=headroom,
+    )
+
+
 @dataclass(frozen=True)
 class Plan:
     users: int
@@ -346,6 +376,8 @@ class Plan:
     mesh_env: str
     router_env: str
     laravel_env: str
+    pod: PodSize  # the node pod on Kubernetes, as deploy/k8s/render.py renders it
+    replicas: tuple[int, int]  # nodes: (floor, ceiling); equal for a fixed count
     notes: list[str] = field(default_factory=list)
 
 
@@ -525,6 +557,10 @@ def plan(
             "Kubernetes: the node count is the autoscaler's floor; a DevOps engineer is needed (§5 Phase 4)."
         )
     mesh, router = mesh_env(tier, auth, cap.sessions, nodes)
+    replicas = (nodes, nodes)
+    if nodes > 1:  # a cluster: its autoscaler may grow to the nodes for more active accounts
+        grown = max(1, math.ceil(users * min(1.0, active_share * AUTOSCALE_GROWTH)))
+        replicas = (nodes, max(nodes + 1, cluster_nodes(math.ceil(grown / cap.sessions), tier)))
     return Plan(
         users=users,
         active=active,
@@ -540,5 +576,7 @@ def plan(
         mesh_env=mesh,
         router_env=router,
         laravel_env=laravel_env(tier),
+        pod=pod_size(figures, cap.sessions, headroom),
+        replicas=replicas,
         notes=notes,
     )

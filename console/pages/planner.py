@@ -75,6 +75,25 @@ def show_model(figs: planner.Figures, report: fit.LoadReport | None) -> None:
     )
 
 
+def kubernetes(p: planner.Plan) -> str:
+    """The node StatefulSet's sizing and replicas for this plan, from the same model."""
+    pod = p.pod
+    low, high = p.replicas
+    replicas = (
+        f"replicas: {low}"
+        if low == high
+        else f"# autoscaler (KEDA): minReplicaCount {low}, maxReplicaCount {high},\n"
+        f"# target {pod.sessions_target} sessions per node"
+    )
+    return (
+        f"{replicas}\n"
+        f"# MAX_CONCURRENT_SESSIONS={pod.max_sessions}\n"
+        "resources:\n"
+        f"  requests: {{cpu: {pod.cpu_request}m, memory: {pod.memory_request}Mi}}\n"
+        f"  limits: {{memory: {pod.memory_limit}Mi}}"
+    )
+
+
 def render() -> None:
     st.title("Tier planner")
     st.caption(
@@ -194,6 +213,8 @@ def render() -> None:
     with e2:
         st.markdown("**Laravel app** (`.env`)")
         st.code(p.laravel_env, language="bash")
+        st.markdown("**Kubernetes** (what `make deploy-render` renders for these inputs)")
+        st.code(kubernetes(p), language="yaml")
 
     st.subheader("All tiers")
     st.table(

@@ -20,7 +20,7 @@ import difflib
 import math
 import re
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from console import fit, planner
@@ -35,9 +35,7 @@ MIB = planner.MIB
 # The node process beside Chromium, with no session (console/planner.py says where it was
 # measured). A load test's fitted base includes it; docs/benchmarks.md's figures do not.
 NODE_PROCESS_MEMORY = planner.NODE_PROCESS_MEMORY
-# Chromium runs with --disable-dev-shm-usage (sessionmesh/chromium.py) and keeps its shared
-# memory in /tmp, so /dev/shm stays small; a memory-backed emptyDir counts toward the limit.
-SHM_SIZE = 128 * MIB
+SHM_SIZE = planner.SHM_SIZE  # /dev/shm (console/planner.py says why it stays small)
 # The drain's own figures: a factor over the measured hand-off time (the bench's page is far
 # lighter than WhatsApp Web's, so snapshots are bigger there), and seconds to close Chromium,
 # Redis and telemetry after the gRPC server stopped.
@@ -178,20 +176,24 @@ class NodePod:
     headroom: float = planner.DEFAULT_HEADROOM
 
     @property
+    def size(self) -> planner.PodSize:
+        """Memory, CPU and the autoscaler's target: the planner's own `pod_size`."""
+        return planner.pod_size(self.figures.model, self.max_sessions, self.headroom)
+
+    @property
     def memory_request(self) -> int:
         """MiB: the model at MAX_CONCURRENT_SESSIONS: base + memory per session x MAX."""
-        return math.ceil(self.figures.model.memory_at(self.max_sessions) / MIB)
+        return self.size.memory_request
 
     @property
     def memory_limit(self) -> int:
         """MiB: the request with the planner's headroom kept free, plus /dev/shm."""
-        return math.ceil(self.memory_request / (1 - self.headroom)) + SHM_SIZE // MIB
+        return self.size.memory_limit
 
     @property
     def cpu_request(self) -> int:
         """Millicores: the model at MAX: base + CPU per session x MAX."""
-        cores = self.figures.model.cpu_at(self.max_sessions)
-        return math.ceil(cores * 100) * 10
+        return self.size.cpu_request
 
     @property
     def handoff_rounds(self) -> int:
@@ -211,7 +213,7 @@ class NodePod:
     @property
     def sessions_target(self) -> int:
         """Sessions per node the autoscaler aims at: MAX with the planner's headroom free."""
-        return max(1, math.floor(self.max_sessions * (1 - self.headroom)))
+        return self.size.sessions_target
 
     @property
     def scale_down_period(self) -> int:
@@ -240,7 +242,6 @@ OVERLAYS = (
     # The seed's Scenario B (§2.2): 3000 users, 10% active, on its 4-core / 8 GB VPS (§2.1).
     Overlay("cluster", users=3000, active_share=0.10, cores=4, ram_gb=8, autoscale=True),
 )
-AUTOSCALE_GROWTH = 2  # the autoscaler's ceiling: room for twice the planned active accounts
 
 
 def overlay_plan(overlay: Overlay, figures: Figures) -> planner.Plan:
@@ -253,17 +254,6 @@ def overlay_plan(overlay: Overlay, figures: Figures) -> planner.Plan:
         planner.REMOTE if overlay.autoscale else planner.LOCAL,
         figures.model,
     )
-
-
-def autoscale_bounds(overlay: Overlay, figures: Figures) -> tuple[int, int]:
-    """Replicas: the plan's nodes (need + spare), to the nodes for AUTOSCALE_GROWTH x the
-    active accounts."""
-    floor = overlay_plan(overlay, figures).nodes
-    grown = overlay_plan(
-        replace(overlay, active_share=min(1.0, overlay.active_share * AUTOSCALE_GROWTH)),
-        figures,
-    )
-    return floor, max(floor + 1, grown.nodes)
 
 
 def node_pod(overlay: Overlay, figures: Figures) -> NodePod:
@@ -389,7 +379,7 @@ def render_autoscaling(pod: NodePod, bounds: tuple[int, int]) -> str:
 # target         = MAX_CONCURRENT_SESSIONS {pod.max_sessions} x (1 - headroom {_g(pod.headroom)}) \
 = {pod.sessions_target} sessions per node
 # replicas       = {low} (the planner's nodes: need + spare) to {high} (the nodes for \
-{AUTOSCALE_GROWTH} x the active accounts)
+{planner.AUTOSCALE_GROWTH} x the active accounts)
 # scale-down     = one node per {pod.scale_down_period} s: its grace period {pod.grace_seconds} s \
 + failover p95 {_g(f.failover_seconds)} s,
 #                  rounded up to {SCALE_DOWN_ROUNDING} s; the node drains on SIGTERM before it stops
@@ -426,9 +416,7 @@ def rendered(figures: Figures) -> dict[Path, str]:
         out[folder / "node-resources.yaml"] = render_resources(pod, overlay, plan)
         out[folder / "node-sizing.env"] = render_env(pod)
         if overlay.autoscale:
-            out[folder / "node-autoscaling.yaml"] = render_autoscaling(
-                pod, autoscale_bounds(overlay, figures)
-            )
+            out[folder / "node-autoscaling.yaml"] = render_autoscaling(pod, plan.replicas)
     return out
 
 

@@ -88,6 +88,7 @@ async def test_every_page_against_a_real_mesh(
     assert any("No load-test report" in i.value for i in at.info)
     assert "~100 (MAX_CONCURRENT_SESSIONS)" in " ".join(map(str, at.table[1].value["value"]))
     assert any("AUTH_STRATEGY=remoteauth" in c.value for c in at.code)
+    assert any("minReplicaCount" in c.value and "requests:" in c.value for c in at.code)
     at.number_input[0].set_value(100)
     at.button[0].click()  # the form's Plan button
     await run(at)
@@ -166,3 +167,31 @@ def test_nothing_shows_before_a_login_and_the_password_is_read_only(
     assert role_for("look-but-do-not-touch", settings) == VIEWER
     assert role_for("acme-token-0123456789", settings) == OPERATOR
     assert role_for("", settings) is None
+
+
+async def test_the_planner_shows_the_load_tests_prediction_against_its_measure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With a load-test report the model is fitted from it, and the page says how close it is."""
+    import json
+
+    from tests.console.test_fit import report
+
+    path = tmp_path / "loadtest.json"
+    path.write_text(json.dumps(report(measured=43)))
+    monkeypatch.setenv("MESH_LOADTEST", str(path))
+    monkeypatch.setenv("MESH_TOKEN", "acme-token-0123456789")
+    monkeypatch.setenv("MESH_ROUTER", "127.0.0.1:1")  # no mesh: live figures are not needed
+    monkeypatch.setenv("MESH_CONSOLE_TIMEOUT", "2")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["console.role"] = "operator"
+    await asyncio.to_thread(at.run, timeout=60)
+    at.switch_page("pages/planner.py")
+    at = await run(at)
+    assert at.title[0].value == "Tier planner"
+    model = at.table[2].value
+    assert "43 (first limit: first-QR p95)" in str(model["predicted sessions per node"].iloc[0])
+    assert "43 (limit: first-QR p95)" in str(model["measured"].iloc[0])
+    assert "+0.0% (within ±15%)" in str(model["error"].iloc[0])
+    assert "fitted over 7 load-test samples" in " ".join(map(str, at.table[0].value["value"]))
+    assert any("Fitted from" in c.value for c in at.caption)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from console import planner as p
@@ -194,3 +196,17 @@ def test_enough_live_sessions_outweigh_the_sandbox_benchmark() -> None:
     assert got.memory_bytes == 350 * p.MIB
     assert got.memory_source == f"live nodes: memory / {p.LIVE_TRUSTED_SESSIONS} sessions held"
     assert got.cpu_source == "docs/benchmarks.md"
+
+
+def test_the_plan_carries_its_kubernetes_pod_and_replicas() -> None:
+    figs = p.Figures(200 * p.MIB, 0.02, "test", "test", memory_base=400 * p.MIB, cpu_base=0.3)
+    plan = p.plan(3000, 0.1, 4, 8, figures=figs)
+    n = plan.capacity.sessions
+    assert plan.pod.max_sessions == n
+    assert plan.pod.memory_request == 400 + 200 * n  # MiB: the model at MAX
+    assert plan.pod.cpu_request == math.ceil((0.3 + 0.02 * n) * 100) * 10
+    assert plan.pod.sessions_target == int(n * 0.8)
+    low, high = plan.replicas
+    assert low == plan.nodes and high > low
+    single = p.plan(100, 0.1, 4, 8, figures=figs)
+    assert single.replicas == (1, 1)

@@ -8,7 +8,10 @@ machine itself, with the report's own thresholds, against what the load test mea
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,10 @@ class LoadReport:
     memory_headroom: float
     cpu_saturation: float
     samples: tuple[Sample, ...]
+    # Memory the load-test machine used outside the node (OS, router, Redis, sandbox, Locust),
+    # when the samples carry the machine's `headroom` (MemAvailable / MemTotal): the median of
+    # used - node. None when they do not.
+    other_memory: float | None = None
 
     @property
     def ram_gb(self) -> float:
@@ -101,6 +108,12 @@ def parse_report(text: str, path: str = "docs/loadtest.json") -> LoadReport:
             key=lambda s: s.sessions,
         )
     )
+    others = [
+        _num(data, "machine", "memory_bytes") * (1 - float(s["headroom"]))
+        - float(s["memory_bytes"])
+        for s in raw
+        if isinstance(s, dict) and isinstance(s.get("headroom"), int | float)
+    ]
     if len({s.sessions for s in samples}) < 2:
         raise ReportError("browser.samples needs two different session counts to fit a line")
     report = LoadReport(
@@ -115,9 +128,12 @@ def parse_report(text: str, path: str = "docs/loadtest.json") -> LoadReport:
         memory_headroom=_num(data, "browser", "thresholds", "memory_headroom"),
         cpu_saturation=_num(data, "browser", "thresholds", "cpu_saturation"),
         samples=samples,
+        other_memory=statistics.median(others) if others and len(others) == len(raw) else None,
     )
-    if report.cores <= 0 or report.memory_bytes <= 0 or report.sessions_per_node < 1:
-        raise ReportError("machine.cores, machine.memory_bytes and sessions_per_node must be > 0")
+    if report.cores <= 0 or report.memory_bytes <= 0 or report.sessions_per_node < 0:
+        raise ReportError(
+            "machine.cores and machine.memory_bytes must be > 0, sessions_per_node >= 0"
+        )
     if not 0 <= report.memory_headroom < 1 or not 0 < report.cpu_saturation <= 1:
         raise ReportError("thresholds: memory_headroom within [0, 1), cpu_saturation within (0, 1]")
     return report
@@ -175,7 +191,9 @@ class Check:
 
     @property
     def error(self) -> float:
-        """(predicted - measured) / measured."""
+        """(predicted - measured) / measured; infinite when nothing fitted and some is predicted."""
+        if self.measured == 0:
+            return 0.0 if self.predicted.sessions == 0 else math.inf
         return (self.predicted.sessions - self.measured) / self.measured
 
     @property
@@ -191,8 +209,16 @@ class Check:
 
 
 def check(report: LoadReport, figures: planner.Figures | None = None) -> Check:
-    """Predict the load-test machine with the report's thresholds; compare with its measure."""
+    """Predict the load-test machine with the report's thresholds; compare with its measure.
+
+    The load test's memory headroom is the whole machine's: where the report says how much
+    its other processes used, that counts against the machine here (not on a node host,
+    which runs no load generator)."""
     figures = figures or fit(report)
+    if report.other_memory:
+        figures = dataclasses.replace(
+            figures, memory_base=figures.memory_base + max(0.0, report.other_memory)
+        )
     predicted = planner.capacity(report.cores, report.ram_gb, figures, report.memory_headroom)
     return Check(predicted, report.sessions_per_node, report.limit)
 

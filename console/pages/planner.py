@@ -57,6 +57,12 @@ def show_model(figs: planner.Figures, report: fit.LoadReport | None) -> None:
         f"{len(report.samples)} samples); first-QR p95 against the node's CPU share of the "
         f"machine, limit {figs.qr_limit:g} s; CPU saturation at {figs.cpu_saturation or 0:.0%}."
     )
+    if report.other_memory:
+        st.caption(
+            f"The load-test machine's other processes (OS, router, Redis, sandbox, load "
+            f"generator) held {ui.mib(report.other_memory)}: counted against it in this check, "
+            "not on a node host."
+        )
     verdict = "within" if c.within else "outside"
     measured = f"{c.measured}" + (" (at least: the ramp ended first)" if c.lower_bound else "")
     st.table(

@@ -259,12 +259,6 @@ def overlay_plan(overlay: Overlay, figures: Figures) -> planner.Plan:
 def node_pod(overlay: Overlay, figures: Figures) -> NodePod:
     env = read_env(K8S / "base" / "node.env", K8S / "overlays" / overlay.name / "node.env")
     plan = overlay_plan(overlay, figures)
-    if not overlay.autoscale and plan.nodes != 1:
-        raise FigureMissing(
-            f"overlay {overlay.name}: the model fits {plan.capacity.sessions} sessions on a "
-            f"{overlay.cores:g}-core, {overlay.ram_gb:g} GB node; {plan.active} active accounts "
-            "need more than one: size the overlay's node up"
-        )
     return NodePod(
         max_sessions=plan.capacity.sessions,
         figures=figures,
@@ -298,7 +292,14 @@ def plan_lines(overlay: Overlay, plan: planner.Plan, source: str) -> str:
 # model          = {source}
 # MAX_CONCURRENT_SESSIONS = {c.sessions}: the first limit, {c.bound} (memory allows \
 {c.by_memory}, CPU {c.by_cpu}{qr})
+""" + (
+        ""
+        if overlay.autoscale or plan.nodes == 1
+        else f"""\
+# WARNING: one node holds only {c.sessions} of the {plan.active} active accounts on this model;
+#          the planner says {plan.nodes} nodes: use the cluster overlay, or a bigger node here
 """
+    )
 
 
 def derivation(pod: NodePod) -> str:
@@ -330,7 +331,7 @@ x {n} = {pod.cpu_request}m
 
 
 def render_resources(pod: NodePod, overlay: Overlay, plan: planner.Plan) -> str:
-    replicas = "" if overlay.autoscale else f"\n  replicas: {plan.nodes}"
+    replicas = "" if overlay.autoscale else "\n  replicas: 1"
     return (
         HEADER
         + plan_lines(overlay, plan, pod.figures.model_source)

@@ -158,3 +158,20 @@ def test_the_committed_load_test_is_predicted_within_15_percent() -> None:
         f"predicted {c.predicted.sessions} sessions per node ({c.predicted.bound}) against "
         f"{c.measured} measured ({c.measured_bound}) on {r.cores:g} cores: {c.error:+.1%}"
     )
+
+
+def test_the_machines_other_memory_counts_in_the_check_when_the_report_says_it() -> None:
+    """The load test's headroom is machine-wide: its router, Redis and load generator hold
+    memory too. With each sample's headroom, the check counts it; a node host does not."""
+    data = report(memory_gib=4, knee=5.0, limit="memory_headroom", measured=20)
+    other = 1 * p.GIB
+    for s in data["browser"]["samples"]:
+        s["headroom"] = 1 - (s["memory_bytes"] + other) / (4 * p.GIB)
+    r = parsed(data)
+    assert r.other_memory == pytest.approx(other, rel=1e-6)
+    c = fit.check(r)
+    # (0.8 x 4 GiB - 1 GiB - 400 MiB) / 60 MiB = 30.9, not the 47 a bare node would hold
+    assert c.predicted.bound == p.MEMORY and c.predicted.sessions == 30
+    assert p.capacity(4, 4, fit.fit(r), 0.2).by_memory == 47
+    del data["browser"]["samples"][0]["headroom"]
+    assert parsed(data).other_memory is None  # only when every sample says it

@@ -26,16 +26,18 @@ def money(lo: int, hi: int | None) -> str:
 
 def figures() -> tuple[planner.Figures, fit.LoadReport | None]:
     """The load test's fitted model when its report exists, else the older sources."""
+    try:
+        report = fit.load_report(LOADTEST)
+        if report is not None:
+            return fit.fit(report), report
+    except fit.ReportError as e:
+        st.warning(f"{LOADTEST} is unusable ({e}); planning from docs/benchmarks.md.")
     nodes, error = attempt(ui.client().cluster)
     if error is not None:
         st.caption(f"Live figures unavailable ({error.code}); using the next source.")
     memory, sessions = metrics.live_memory(nodes or [])
     live = memory / sessions if sessions else None
-    try:
-        m = fit.model(LOADTEST, BENCHMARKS, live, sessions)
-    except fit.ReportError as e:
-        st.warning(f"{LOADTEST} is unusable ({e}); planning from docs/benchmarks.md.")
-        m = fit.model(None, BENCHMARKS, live, sessions)
+    m = fit.model(None, BENCHMARKS, live, sessions)
     return m.figures, m.report
 
 

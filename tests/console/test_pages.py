@@ -195,3 +195,25 @@ async def test_the_planner_shows_the_load_tests_prediction_against_its_measure(
     assert "+0.0% (within ±15%)" in str(model["error"].iloc[0])
     assert "fitted over 7 load-test samples" in " ".join(map(str, at.table[0].value["value"]))
     assert any("Fitted from" in c.value for c in at.caption)
+
+
+async def test_an_unusable_load_test_report_is_said_and_the_planner_falls_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "loadtest.json"
+    path.write_text('{"browser": {}}')
+    monkeypatch.setenv("MESH_LOADTEST", str(path))
+    monkeypatch.setenv(
+        "MESH_BENCHMARKS", str(Path(__file__).resolve().parents[2] / "docs/benchmarks.md")
+    )
+    monkeypatch.setenv("MESH_TOKEN", "acme-token-0123456789")
+    monkeypatch.setenv("MESH_ROUTER", "127.0.0.1:1")
+    monkeypatch.setenv("MESH_CONSOLE_TIMEOUT", "2")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["console.role"] = "operator"
+    await asyncio.to_thread(at.run, timeout=60)
+    at.switch_page("pages/planner.py")
+    at = await run(at)
+    assert any("is unusable (no browser.limit)" in w.value for w in at.warning)
+    assert any("No load-test report" in i.value for i in at.info)
+    assert "docs/benchmarks.md" in " ".join(map(str, at.table[0].value["value"]))

@@ -17,6 +17,7 @@ from tests.helpers import wait_for
 pytestmark = pytest.mark.browser  # the mesh's node runs a real Chromium
 
 APP = Path(__file__).resolve().parents[2] / "console" / "app.py"
+BENCHMARKS = APP.parents[1] / "docs" / "benchmarks.md"
 
 
 async def run(at: AppTest) -> AppTest:
@@ -203,9 +204,7 @@ async def test_an_unusable_load_test_report_is_said_and_the_planner_falls_back(
     path = tmp_path / "loadtest.json"
     path.write_text('{"browser": {}}')
     monkeypatch.setenv("MESH_LOADTEST", str(path))
-    monkeypatch.setenv(
-        "MESH_BENCHMARKS", str(Path(__file__).resolve().parents[2] / "docs/benchmarks.md")
-    )
+    monkeypatch.setenv("MESH_BENCHMARKS", str(BENCHMARKS))
     monkeypatch.setenv("MESH_TOKEN", "acme-token-0123456789")
     monkeypatch.setenv("MESH_ROUTER", "127.0.0.1:1")
     monkeypatch.setenv("MESH_CONSOLE_TIMEOUT", "2")

@@ -77,6 +77,11 @@ class MeshClient:
         status = self._call("GetClusterStatus", mesh_pb2.GetClusterStatusRequest())
         return list(status.nodes)
 
+    def latency(self) -> mesh_pb2.Latency:
+        """The tenant's latency histograms, summed over the nodes by the router."""
+        result: mesh_pb2.Latency = self._call("GetLatency", mesh_pb2.GetLatencyRequest())
+        return result
+
     def sessions(self) -> list[pb.Session]:
         """Every session of the token's tenant, all pages read."""
         found: list[pb.Session] = []

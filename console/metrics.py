@@ -1,15 +1,15 @@
-"""Pure figures for the pages: QR and READY latency from event logs, states, warnings.
+"""Pure figures for the pages: QR and READY latency from histograms, states, warnings.
 
-Nothing here calls the router: the pages pass in sessions, nodes and event logs.
+Nothing here calls the router: the pages pass in sessions, nodes and histograms.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from sessionmesh import latency
 from sessionmesh.v1 import common_pb2 as pb
 
 QR_EXHAUSTED = "QR attempts exhausted"
@@ -17,20 +17,12 @@ NEAR_CAPACITY = 0.8  # a node at or above this share of its capacity gets a warn
 QR_FAILURE_WARN = 0.2  # recent QR failure share that gets a warning when it is rising
 MIN_FOR_RATE = 3  # sessions in a window before its failure rate means anything
 
-# Phases of one run of a session, each measured from its log's timestamps.
+# Phases the nodes' latency histograms time (sessionmesh.latency), as the pages name them.
 FIRST_QR = "STARTING → first QR"
-SCAN = "first QR → AUTHENTICATED (phone scan)"
-LOAD = "AUTHENTICATED → READY (account load)"
 TO_READY = "STARTING → READY (with a QR scan)"
 RESTORE = "STARTING → READY (restored, no QR)"
-PHASES = (FIRST_QR, SCAN, LOAD, TO_READY, RESTORE)
-SHORT = {
-    FIRST_QR: "first QR",
-    SCAN: "scan",
-    LOAD: "account load",
-    TO_READY: "to READY",
-    RESTORE: "restore",
-}
+PHASES = {latency.FIRST_QR: FIRST_QR, latency.READY: TO_READY, latency.RESTORE: RESTORE}
+SHORT = {FIRST_QR: "first QR", TO_READY: "to READY", RESTORE: "restore"}
 
 STRATEGIES: dict[int, str] = {pb.LOCAL: "LocalAuth", pb.REMOTE: "RemoteAuth"}
 
@@ -51,83 +43,6 @@ def seconds(ts: object) -> float:
 
 
 @dataclass(frozen=True)
-class Run:
-    """One STARTING-to-end run of a session, as seconds since the epoch (None: not reached)."""
-
-    session_id: str
-    strategy: str
-    started: float
-    first_qr: float | None = None
-    authenticated: float | None = None
-    ready: float | None = None
-
-    def durations(self) -> dict[str, float]:
-        """The phases this run completed, in seconds."""
-        out: dict[str, float] = {}
-        if self.first_qr is not None:
-            out[FIRST_QR] = self.first_qr - self.started
-            if self.authenticated is not None:
-                out[SCAN] = self.authenticated - self.first_qr
-        if self.authenticated is not None and self.ready is not None:
-            out[LOAD] = self.ready - self.authenticated
-        if self.ready is not None:
-            out[TO_READY if self.first_qr is not None else RESTORE] = self.ready - self.started
-        return {k: max(0.0, v) for k, v in out.items()}
-
-
-def runs(session_id: str, strategy: int, events: Iterable[pb.SessionEvent]) -> list[Run]:
-    """Split a session's event log into runs: each STARTING opens one.
-
-    Events before the first retained STARTING (a log trimmed at its head) are ignored.
-    """
-    name = strategy_name(strategy)
-    found: list[Run] = []
-    current: dict[str, float] | None = None
-
-    def close() -> None:
-        if current is not None:
-            found.append(
-                Run(
-                    session_id,
-                    name,
-                    current["started"],
-                    current.get("first_qr"),
-                    current.get("authenticated"),
-                    current.get("ready"),
-                )
-            )
-
-    for ev in sorted(events, key=lambda e: e.seq):
-        kind = ev.WhichOneof("event")
-        t = seconds(ev.time)
-        if kind == "state" and ev.state.state == pb.STARTING:
-            close()
-            current = {"started": t}
-        elif current is None:
-            continue
-        elif kind == "qr":
-            current.setdefault("first_qr", t)
-        elif kind == "state" and ev.state.state == pb.AUTHENTICATED:
-            current.setdefault("authenticated", t)
-        elif kind == "state" and ev.state.state == pb.READY:
-            current.setdefault("ready", t)
-    close()
-    return found
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) with linear interpolation between ranks (numpy's default)."""
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be within 0-100, got {q}")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-@dataclass(frozen=True)
 class Summary:
     phase: str
     strategy: str
@@ -135,32 +50,32 @@ class Summary:
     p50: float
     p95: float
     p99: float
-    worst: float
+    mean: float
 
 
-def summarize(all_runs: Iterable[Run], since: float = 0.0) -> list[Summary]:
-    """p50/p95/p99 per (phase, strategy) over runs that started at or after `since`."""
-    samples: dict[tuple[str, str], list[float]] = {}
-    for run in all_runs:
-        if run.started < since:
+def summarize(histograms: Iterable[pb.LatencyHistogram]) -> list[Summary]:
+    """p50/p95/p99 per (phase, strategy) from bucket counts, interpolated within buckets as
+    Prometheus' histogram_quantile does (so a quantile is at most a bucket's width off)."""
+    out: list[Summary] = []
+    order = list(PHASES)
+    for h in sorted(histograms, key=lambda h: (order.index(h.phase), h.auth_strategy)):
+        counts = list(h.counts)
+        p50, p95, p99 = (latency.quantile(q, h.bounds, counts) for q in (0.5, 0.95, 0.99))
+        if p50 is None or p95 is None or p99 is None:
             continue
-        for phase, value in run.durations().items():
-            samples.setdefault((phase, run.strategy), []).append(value)
-    order = {p: i for i, p in enumerate(PHASES)}
-    return [
-        Summary(
-            phase,
-            strategy,
-            len(values),
-            percentile(values, 50),
-            percentile(values, 95),
-            percentile(values, 99),
-            max(values),
+        total = sum(counts)
+        out.append(
+            Summary(
+                PHASES[h.phase],
+                strategy_name(h.auth_strategy),
+                total,
+                p50,
+                p95,
+                p99,
+                h.sum / total,
+            )
         )
-        for (phase, strategy), values in sorted(
-            samples.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])
-        )
-    ]
+    return out
 
 
 def by_state(sessions: Iterable[pb.Session]) -> dict[str, int]:

@@ -8,6 +8,7 @@ with headroom, the seed's "~50 per server" is shown beside them.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -21,9 +22,15 @@ DEFAULT_SESSION_MEMORY = 140 * MIB
 DEFAULT_SESSION_CPU = 0.07  # cores
 RESERVE_MEMORY = 1 * GIB
 RESERVE_CPU = 0.5  # cores
+# The node process beside Chromium: mesh-node (Python, 63.6 MB PSS) and Playwright's driver
+# (Node.js, 123.7 MB PSS) with no session, measured on the bench machine (2026-11-30, /proc
+# smaps_rollup of a mesh-node started alone). With docs/benchmarks.md's Chromium base it is the
+# memory of a node with no session; a load test measures that base itself.
+NODE_PROCESS_MEMORY = 184 * MIB
 # From this many sessions held, the nodes' own memory per session is the figure to plan with.
 LIVE_TRUSTED_SESSIONS = 20
 DEFAULT_HEADROOM = 0.2  # the console warns at 80% of capacity: plan to stay below it
+QR_P95_LIMIT = 1.5  # seconds: first-QR p95 past this is a node over its capacity
 
 SEED_SESSIONS_PER_SERVER = 50  # MAX_CONCURRENT_SESSIONS=50 (§2.1, §3.3 "per node")
 SEED_SESSIONS_UPGRADED = 100  # the upgraded single server of §2.2 A / §3.2
@@ -99,13 +106,80 @@ TIERS = (SINGLE, SINGLE_REDIS, CLUSTER, KUBERNETES)
 
 
 @dataclass(frozen=True)
-class Figures:
-    """Per-session figures and where each came from."""
+class QrCurve:
+    """First-QR p95 (s) against the node's CPU use as a share of the machine's cores.
 
-    memory_bytes: float
-    cpu_cores: float
+    Piecewise linear through measured points, made non-decreasing (more load never makes QR
+    faster); past the last point it follows the least-squares slope of the last three.
+    """
+
+    points: tuple[tuple[float, float], ...]  # (CPU share, p95 s), ascending by share
+
+    def at(self, share: float) -> float:
+        pts = self.points
+        if share <= pts[0][0]:
+            return pts[0][1]
+        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+            if share <= x1:
+                return y0 if x1 == x0 else y0 + (y1 - y0) * (share - x0) / (x1 - x0)
+        x, y = pts[-1]
+        return y + self.tail_slope * (share - x)
+
+    @property
+    def tail_slope(self) -> float:
+        tail = self.points[-3:]
+        if len(tail) < 2:
+            return 0.0
+        return max(0.0, fit_line([p[0] for p in tail], [p[1] for p in tail])[1])
+
+    def reaches(self, limit: float) -> float | None:
+        """The smallest CPU share at which p95 exceeds `limit`; None if it never does."""
+        pts = self.points
+        if pts[0][1] > limit:
+            return pts[0][0]
+        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+            if y1 > limit:
+                return x0 + (x1 - x0) * (limit - y0) / (y1 - y0)
+        slope = self.tail_slope
+        if slope <= 0:
+            return None
+        x, y = pts[-1]
+        return x + (limit - y) / slope
+
+
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line through the points (two distinct xs at least)."""
+    n = len(xs)
+    if n != len(ys) or n < 2:
+        raise ValueError("a line needs two points or more")
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        raise ValueError("a line needs two distinct x values")
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    return my - slope * mx, slope
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The per-node model: memory and CPU = base + per session x sessions, and where each came
+    from; with a load test, also first-QR p95 against CPU share and the limits it was run to."""
+
+    memory_bytes: float  # per session
+    cpu_cores: float  # per session
     memory_source: str
     cpu_source: str
+    memory_base: float = RESERVE_MEMORY  # bytes with no session (OS and node process)
+    cpu_base: float = RESERVE_CPU  # cores with no session
+    qr: QrCurve | None = None
+    qr_limit: float = QR_P95_LIMIT
+    cpu_saturation: float | None = None  # share of the cores; None: 1 - headroom
+
+    def memory_at(self, sessions: float) -> float:
+        return self.memory_base + self.memory_bytes * sessions
+
+    def cpu_at(self, sessions: float) -> float:
+        return self.cpu_base + self.cpu_cores * sessions
 
 
 def parse_benchmarks(text: str) -> tuple[float | None, float | None]:
@@ -135,10 +209,50 @@ def parse_benchmarks(text: str) -> tuple[float | None, float | None]:
     return (memory if memory and memory > 0 else None, cpu if cpu and cpu > 0 else None)
 
 
+def parse_browser_base(text: str) -> float | None:
+    """Chromium's memory with no session (bytes), from docs/benchmarks.md: a `browser base: N
+    MiB` line, else the `with no session` column's row with the most READY sessions."""
+    units = {"kib": 2**10, "kb": 1e3, "mib": MIB, "mb": 1e6, "gib": GIB, "gb": 1e9}
+    m = re.search(r"browser base[^\n\d]*?([\d.]+)\s*(KiB|MiB|GiB|MB|GB)\b", text, re.IGNORECASE)
+    if m:
+        return float(m.group(1)) * units[m.group(2).lower()]
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not (line.startswith("|") and "with no session" in line.lower()):
+            continue
+        header = [c.strip().lower() for c in line.strip().strip("|").split("|")]
+        column = header.index("with no session")
+        best: tuple[float, float] | None = None
+        for row in lines[i + 2 :]:
+            if not row.startswith("|"):
+                break
+            cells = [c.strip() for c in row.strip().strip("|").split("|")]
+            first = re.match(r"([\d.]+)", cells[0])
+            cell = re.match(r"([\d.]+)\s*(KiB|MiB|GiB|MB|GB)\b", cells[column], re.IGNORECASE)
+            if first and cell and (best is None or float(first.group(1)) >= best[0]):
+                best = (float(first.group(1)), float(cell.group(1)) * units[cell.group(2).lower()])
+        return best[1] if best else None
+    return None
+
+
+def benchmark_figures(
+    text: str | None, live_memory: float | None = None, live_sessions: int = 0
+) -> Figures:
+    """The model without a load test: per-session figures from docs/benchmarks.md (or live
+    nodes, or the defaults, as `resolve_figures` picks), on the node's measured base memory
+    (node process + Chromium with no session) where the file states Chromium's."""
+    bench = parse_benchmarks(text) if text is not None else None
+    browser = parse_browser_base(text) if text is not None else None
+    base = NODE_PROCESS_MEMORY + browser if browser else RESERVE_MEMORY
+    return resolve_figures(bench, live_memory, live_sessions, memory_base=base)
+
+
 def resolve_figures(
     benchmarks: tuple[float | None, float | None] | None,
     live_memory: float | None,
     live_sessions: int = 0,
+    *,
+    memory_base: float = RESERVE_MEMORY,
 ) -> Figures:
     """Each figure from where it is best measured, and say where it came from.
 
@@ -161,7 +275,12 @@ def resolve_figures(
         cpu, cpu_source = bench_cpu, "docs/benchmarks.md"
     else:
         cpu, cpu_source = DEFAULT_SESSION_CPU, "documented default (seed §2.1)"
-    return Figures(memory, cpu, memory_source, cpu_source)
+    return Figures(memory, cpu, memory_source, cpu_source, memory_base=memory_base)
+
+
+MEMORY = "memory"
+CPU = "CPU"
+FIRST_QR = "first-QR p95"
 
 
 @dataclass(frozen=True)
@@ -169,20 +288,35 @@ class Capacity:
     by_memory: int
     by_cpu: int
     sessions: int  # per node, with headroom: MAX_CONCURRENT_SESSIONS
-    bound: str  # "memory" or "CPU"
+    bound: str  # MEMORY, CPU or FIRST_QR: the limit reached first
+    by_qr: int | None = None  # None: no QR model, or QR never passes its limit
 
 
 def capacity(cores: float, ram_gb: float, figures: Figures, headroom: float) -> Capacity:
-    """Sessions one machine holds with `headroom` (0-0.9) kept free; at least 1."""
+    """Sessions one machine holds before its first limit; at least 1.
+
+    Memory: the model's memory stays within (1 - headroom) of the machine's. CPU: within the
+    load test's saturation share of the cores, else (1 - headroom). First QR (with a load-test
+    model): its p95 stays within the limit at the CPU share that many sessions take.
+    """
     if cores <= 0 or ram_gb <= 0:
         raise ValueError("cores and RAM must be above 0")
     if not 0 <= headroom < 1:
         raise ValueError(f"headroom must be within 0-0.9, got {headroom}")
-    usable = 1 - headroom
-    by_memory = math.floor(max(0.0, ram_gb * GIB - RESERVE_MEMORY) * usable / figures.memory_bytes)
-    by_cpu = math.floor(max(0.0, cores - RESERVE_CPU) * usable / figures.cpu_cores)
-    bound = "memory" if by_memory <= by_cpu else "CPU"
-    return Capacity(by_memory, by_cpu, max(1, min(by_memory, by_cpu)), bound)
+    f = figures
+    by_memory = math.floor(max(0.0, ram_gb * GIB * (1 - headroom) - f.memory_base) / f.memory_bytes)
+    saturation = f.cpu_saturation if f.cpu_saturation is not None else 1 - headroom
+    by_cpu = math.floor(max(0.0, cores * saturation - f.cpu_base) / f.cpu_cores)
+    by_qr = None
+    if f.qr is not None:
+        share = f.qr.reaches(f.qr_limit)
+        if share is not None:
+            by_qr = math.floor(max(0.0, cores * share - f.cpu_base) / f.cpu_cores)
+    limits = [(by_memory, MEMORY), (by_cpu, CPU)]
+    if by_qr is not None:
+        limits.append((by_qr, FIRST_QR))
+    sessions, bound = min(limits, key=lambda lb: lb[0])
+    return Capacity(by_memory, by_cpu, max(1, sessions), bound, by_qr)
 
 
 @dataclass(frozen=True)
@@ -194,6 +328,36 @@ class SeedView:
     sessions_per_server: int
     servers: int
     qr_seconds: tuple[int, int]
+
+
+# Chromium runs with --disable-dev-shm-usage (sessionmesh/chromium.py) and keeps its shared
+# memory in /tmp, so /dev/shm stays small; a memory-backed emptyDir counts toward the limit.
+SHM_SIZE = 128 * MIB
+AUTOSCALE_GROWTH = 2  # the autoscaler's ceiling: room for twice the planned active accounts
+
+
+@dataclass(frozen=True)
+class PodSize:
+    """A node pod for MAX_CONCURRENT_SESSIONS sessions, from the model at that many."""
+
+    max_sessions: int
+    memory_request: int  # MiB: base + memory per session x MAX
+    memory_limit: int  # MiB: the request with the headroom kept free, plus /dev/shm
+    cpu_request: int  # millicores: base + CPU per session x MAX (no CPU limit)
+    sessions_target: int  # the autoscaler's sessions per node: MAX with the headroom free
+    headroom: float
+
+
+def pod_size(figures: Figures, max_sessions: int, headroom: float = DEFAULT_HEADROOM) -> PodSize:
+    request = math.ceil(figures.memory_at(max_sessions) / MIB)
+    return PodSize(
+        max_sessions=max_sessions,
+        memory_request=request,
+        memory_limit=math.ceil(request / (1 - headroom)) + SHM_SIZE // MIB,
+        cpu_request=math.ceil(figures.cpu_at(max_sessions) * 100) * 10,
+        sessions_target=max(1, math.floor(max_sessions * (1 - headroom))),
+        headroom=headroom,
+    )
 
 
 @dataclass(frozen=True)
@@ -212,6 +376,8 @@ class Plan:
     mesh_env: str
     router_env: str
     laravel_env: str
+    pod: PodSize  # the node pod on Kubernetes, as deploy/k8s/render.py renders it
+    replicas: tuple[int, int]  # nodes: (floor, ceiling); equal for a fixed count
     notes: list[str] = field(default_factory=list)
 
 
@@ -391,6 +557,10 @@ def plan(
             "Kubernetes: the node count is the autoscaler's floor; a DevOps engineer is needed (§5 Phase 4)."
         )
     mesh, router = mesh_env(tier, auth, cap.sessions, nodes)
+    replicas = (nodes, nodes)
+    if nodes > 1:  # a cluster: its autoscaler may grow to the nodes for more active accounts
+        grown = max(1, math.ceil(users * min(1.0, active_share * AUTOSCALE_GROWTH)))
+        replicas = (nodes, max(nodes + 1, cluster_nodes(math.ceil(grown / cap.sessions), tier)))
     return Plan(
         users=users,
         active=active,
@@ -406,5 +576,7 @@ def plan(
         mesh_env=mesh,
         router_env=router,
         laravel_env=laravel_env(tier),
+        pod=pod_size(figures, cap.sessions, headroom),
+        replicas=replicas,
         notes=notes,
     )

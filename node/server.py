@@ -27,6 +27,7 @@ from node.settings import NodeSettings
 from node.warm import WarmPages
 from sessionmesh import telemetry
 from sessionmesh.config import join_address, split_address
+from sessionmesh.latency import LatencyTable
 from sessionmesh.rpc import queue_options
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import node_pb2, node_pb2_grpc
@@ -88,7 +89,8 @@ class NodeServer:
             membership=self.membership,
             address=lambda: self.address,
         )
-        self.host.observers.append(telemetry.SessionTimings())
+        self.latency = LatencyTable()
+        self.host.observers.append(telemetry.SessionTimings(table=self.latency))
         # Webhooks: every event some webhook wants goes to the outbox; this node delivers too.
         self.webhooks: NodeWebhooks | None = None
         store, why = open_store(
@@ -145,6 +147,7 @@ class NodeServer:
             serving=lambda: self._serving,
             drained=self.set_not_serving,
             memory=self._memory.get,
+            latency=self.latency,
         )
         node_pb2_grpc.add_SessionNodeServicer_to_server(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

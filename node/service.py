@@ -19,6 +19,7 @@ from node.errors import (
 )
 from node.host import SessionHost
 from node.remote_store import StaleFence, StoreError
+from sessionmesh.latency import LatencyTable
 from sessionmesh.sending import MESSAGE_ID_RE, check_send
 from sessionmesh.telemetry import mesh_metrics
 from sessionmesh.v1 import common_pb2 as pb
@@ -70,9 +71,11 @@ class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         serving: Callable[[], bool],
         drained: Callable[[], Awaitable[None]] | None = None,
         memory: Callable[[], int] = lambda: 0,
+        latency: LatencyTable | None = None,
     ) -> None:
         self._host = host
         self._memory = memory
+        self._latency = latency or LatencyTable()
         self._address = address
         self._serving = serving
         self._drained = drained
@@ -210,6 +213,11 @@ class NodeService(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         if request.done and self._drained is not None:
             await self._drained()
         return self.status()
+
+    async def GetLatency(
+        self, request: node_pb2.NodeLatencyRequest, context: Any
+    ) -> node_pb2.NodeLatency:
+        return self._latency.to_proto()
 
     async def GetNodeStatus(
         self, request: node_pb2.NodeStatusRequest, context: Any

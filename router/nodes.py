@@ -328,6 +328,13 @@ class NodeClient:
             )
         return list(response.sessions)
 
+    async def latency(self) -> list[node_pb2.TenantLatency]:
+        with self.errors():
+            response = await self.stub.GetLatency(
+                node_pb2.NodeLatencyRequest(), timeout=self._timeout, metadata=self._metadata
+            )
+        return list(response.histograms)
+
     async def wait_connected(self, timeout: float) -> None:
         """Wait until the channel is connected; NodeUnreachable after `timeout`."""
         with self.errors():

@@ -35,7 +35,7 @@ from router.interceptors import current_tenant
 from router.nodes import TRANSPORT_CODES, NodeClient, NodePool
 from router.placement import placement_key
 from router.webhook_api import WebhookApi
-from sessionmesh import retry
+from sessionmesh import latency, retry
 from sessionmesh.retry import RetryPolicy
 from sessionmesh.schema import LIVE_STATES
 from sessionmesh.sending import MESSAGE_ID_RE, check_send
@@ -608,6 +608,27 @@ class SessionMeshService(WebhookApi, mesh_pb2_grpc.SessionMeshServicer):  # type
             status.address = ""
             status.memory_bytes = 0
         return mesh_pb2.ClusterStatus(nodes=statuses)
+
+    async def GetLatency(
+        self, request: mesh_pb2.GetLatencyRequest, context: Context
+    ) -> mesh_pb2.Latency:
+        """The caller's own histograms, summed over the nodes that answer (one call each)."""
+        tenant = current_tenant()
+        clients = [c for c in self._pool.clients if not c.dead]
+        answers = await asyncio.gather(*(c.latency() for c in clients), return_exceptions=True)
+        mine: list[common_pb2.LatencyHistogram] = []
+        unreachable: list[str] = []
+        for client, answer in zip(clients, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("latency: node %s: %s", client.label, answer)
+                unreachable.append(client.node_id or "(a node not yet named)")
+                continue
+            mine.extend(h.histogram for h in answer if h.tenant == tenant)
+        return mesh_pb2.Latency(
+            histograms=latency.merge(mine),
+            nodes=len(clients) - len(unreachable),
+            unreachable=unreachable,
+        )
 
 
 class NodesView:

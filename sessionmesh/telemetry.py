@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Span, Status, StatusCode
 
+from sessionmesh import latency
 from sessionmesh.config import ConfigError, env_bool, env_int, env_str
 from sessionmesh.v1 import common_pb2 as pb
 
@@ -43,7 +44,7 @@ _tracer = trace.get_tracer("sessionmesh")
 # Values that must never reach a span attribute or a metric label.
 _SECRET_WORDS = ("phone", "qr", "code", "token", "secret", "password", "snapshot_data")
 
-SECONDS_BUCKETS = (0.5, 1, 2, 3, 4, 5, 6, 8, 10, 13, 15, 18, 20, 25, 30, 45, 60, 90, 120)
+SECONDS_BUCKETS = latency.BOUNDS
 RPC_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -668,10 +669,14 @@ def mesh_metrics() -> MeshMetrics:
 class SessionTimings:
     """A host observer: times STARTING to the first QR and to READY, and counts restores.
 
-    Called after every change of a session; reads the event just appended to its log."""
+    Called after every change of a session; reads the event just appended to its log. With a
+    `table`, each time also goes to it, by tenant (what GetLatency answers from)."""
 
-    def __init__(self, recorder: MeshMetrics | None = None) -> None:
+    def __init__(
+        self, recorder: MeshMetrics | None = None, table: latency.LatencyTable | None = None
+    ) -> None:
         self._metrics = recorder or mesh_metrics()
+        self._table = table
         # key -> (seq seen last, STARTING time, QR seen since)
         self._runs: dict[tuple[str, str], tuple[int, float | None, bool]] = {}
 
@@ -691,9 +696,12 @@ class SessionTimings:
             if state == pb.STARTING:
                 started, qr_seen = at, False
             elif state == pb.READY and started is not None:
+                took = max(0.0, at - started)
                 self._metrics.time_to_ready.record(
-                    max(0.0, at - started), {**attrs, "restored": str(not qr_seen).lower()}
+                    took, {**attrs, "restored": str(not qr_seen).lower()}
                 )
+                phase = latency.READY if qr_seen else latency.RESTORE
+                self._observe(session, phase, took)
                 if not qr_seen:
                     self._metrics.restores.add(1, attrs)
                 started = None
@@ -702,6 +710,12 @@ class SessionTimings:
                 return
         elif kind == "qr":
             if started is not None and not qr_seen:
-                self._metrics.time_to_first_qr.record(max(0.0, at - started), attrs)
+                took = max(0.0, at - started)
+                self._metrics.time_to_first_qr.record(took, attrs)
+                self._observe(session, latency.FIRST_QR, took)
             qr_seen = True
         self._runs[key] = (event.seq, started, qr_seen)
+
+    def _observe(self, session: Any, phase: str, seconds: float) -> None:
+        if self._table is not None:
+            self._table.observe(session.info.tenant, phase, session.info.auth_strategy, seconds)

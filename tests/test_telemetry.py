@@ -325,6 +325,13 @@ async def test_prometheus_endpoint_serves_mesh_metrics(
         return _value(after, name, **labels) - _value(before, name, **labels)
 
     assert grew("mesh_time_to_first_qr_seconds_count", auth_strategy="LOCAL") == 1
+    # GetLatency answers from the same recordings the exported histogram holds.
+    got = await acme.GetLatency(mesh_pb2.GetLatencyRequest())
+    (first,) = [h for h in got.histograms if h.phase == "first_qr"]
+    assert first.count == 1 and first.auth_strategy == pb.LOCAL
+    assert first.sum == pytest.approx(
+        grew("mesh_time_to_first_qr_seconds_sum", auth_strategy="LOCAL"), abs=1e-6
+    )
     assert grew("mesh_rpc_duration_seconds_count", method="CreateSession", code="OK") >= 1
     assert grew("mesh_rejections_total", reason="full") == 1
     assert grew("mesh_rejections_total", reason="RESOURCE_EXHAUSTED") == 1

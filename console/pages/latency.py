@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import streamlit as st
 
-from console import metrics, replay, ui
+from console import metrics, ui
 from console.client import attempt
 from console.planner import SEED_QR_SECONDS
-
-WINDOWS = {
-    "last 15 minutes": 15 * 60,
-    "last hour": 3600,
-    "last 6 hours": 6 * 3600,
-    "last 24 hours": 24 * 3600,
-    "everything retained": 0,
-}
+from sessionmesh.v1 import mesh_pb2
 
 
-@st.cache_data(ttl=15, show_spinner="Replaying session event logs…")
-def load(router: str, token: str) -> replay.Loaded:
-    """Every recent session's retained log, replayed and split into runs (cached 15 s).
+@st.cache_data(ttl=15, show_spinner="Reading latency histograms…")
+def load(router: str, token: str) -> bytes:
+    """The tenant's histograms from the router (one call; cached 15 s), serialized.
 
     The arguments are the cache key only: one entry per router and tenant.
     """
     del router, token
-    return replay.replay_all(ui.client())
+    return ui.client().latency().SerializeToString()
 
 
 def seed_line(strategy: str) -> str:
@@ -35,30 +28,27 @@ def seed_line(strategy: str) -> str:
 def render() -> None:
     st.title("Latency")
     st.caption(
-        "Measured from each session's retained event log (WatchSession from seq 0): "
-        "STARTING, the first QR, AUTHENTICATED and READY, split by auth strategy."
+        "From the nodes' latency histograms (the buckets of mesh_time_to_first_qr and "
+        "mesh_time_to_ready), summed by the router over its nodes since each started; "
+        "quantiles are interpolated within buckets as Prometheus' histogram_quantile does."
     )
-    left, right = st.columns([3, 1])
-    window = left.selectbox("Window (runs started in)", list(WINDOWS), index=4)
-    if right.button("Refresh", icon=":material/refresh:"):
+    if st.button("Refresh", icon=":material/refresh:"):
         load.clear()
-    loaded, error = attempt(lambda: load(ui.settings().router, ui.settings().token))
+    raw, error = attempt(lambda: load(ui.settings().router, ui.settings().token))
     if error is not None:
         ui.show_error(error)
         return
-    assert loaded is not None
-    since = loaded.at - WINDOWS[window] if WINDOWS[window] else 0.0
-    summaries = metrics.summarize(loaded.runs, since)
-    st.caption(
-        f"{loaded.replayed} of {loaded.sessions} sessions replayed (the {replay.MAX_SESSIONS} most "
-        f"recently updated at most), {len(loaded.runs)} runs; refreshed every 15 s."
-    )
-    if loaded.failed:
+    assert raw is not None
+    got = mesh_pb2.Latency.FromString(raw)
+    summaries = metrics.summarize(got.histograms)
+    st.caption(f"{got.nodes} node(s) answered; refreshed every 15 s.")
+    if got.unreachable:
         st.warning(
-            f"{len(loaded.failed)} event logs could not be read: {', '.join(loaded.failed[:5])}"
+            f"{len(got.unreachable)} node(s) did not answer; their figures are missing: "
+            f"{', '.join(got.unreachable[:5])}"
         )
     if not summaries:
-        st.info("No session has reached its first QR or READY in this window yet.")
+        st.info("No session has reached its first QR or READY since the nodes started.")
         return
 
     st.subheader("Time to first QR: LocalAuth against RemoteAuth")
@@ -83,19 +73,19 @@ def render() -> None:
             "p50 (s)": round(s.p50, 2),
             "p95 (s)": round(s.p95, 2),
             "p99 (s)": round(s.p99, 2),
-            "max (s)": round(s.worst, 2),
+            "mean (s)": round(s.mean, 2),
         }
         for s in summaries
     ]
     st.dataframe(rows, hide_index=True, width="stretch")
     st.caption(
-        "First QR → AUTHENTICATED is the time the person took to scan: it measures people, "
-        "not the mesh. Restored runs reached READY from a saved login, with no QR."
+        "To READY with a QR scan includes the time the person took to scan. Restored runs "
+        "reached READY from a saved login, with no QR. A single session's own timeline is on "
+        "the Sessions page (its event history)."
     )
-    charted = [s for s in summaries if s.phase != metrics.SCAN]
     st.bar_chart(
         {
-            q: {f"{metrics.SHORT[s.phase]} · {s.strategy}": getattr(s, q) for s in charted}
+            q: {f"{metrics.SHORT[s.phase]} · {s.strategy}": getattr(s, q) for s in summaries}
             for q in ("p50", "p95", "p99")
         },
         stack=False,

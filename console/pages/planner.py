@@ -7,12 +7,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from console import metrics, planner, ui
+from console import fit, metrics, planner, ui
 from console.client import attempt
 
-BENCHMARKS = Path(
-    os.environ.get("MESH_BENCHMARKS") or Path(__file__).resolve().parents[2] / "docs/benchmarks.md"
-)
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+BENCHMARKS = Path(os.environ.get("MESH_BENCHMARKS") or DOCS / "benchmarks.md")
+LOADTEST = Path(os.environ.get("MESH_LOADTEST") or DOCS / "loadtest.json")
 STRATEGIES = {
     "Auto (the seed's choice for the tier)": planner.AUTO,
     "LocalAuth": planner.LOCAL,
@@ -24,15 +24,82 @@ def money(lo: int, hi: int | None) -> str:
     return f"${lo:,}+" if hi is None else f"${lo:,}-{hi:,}"
 
 
-def figures() -> planner.Figures:
-    bench = None
-    if BENCHMARKS.is_file():
-        bench = planner.parse_benchmarks(BENCHMARKS.read_text(encoding="utf-8"))
+def figures() -> tuple[planner.Figures, fit.LoadReport | None]:
+    """The load test's fitted model when its report exists, else the older sources."""
+    try:
+        report = fit.load_report(LOADTEST)
+        if report is not None:
+            return fit.fit(report), report
+    except fit.ReportError as e:
+        st.warning(f"{LOADTEST} is unusable ({e}); planning from docs/benchmarks.md.")
     nodes, error = attempt(ui.client().cluster)
     if error is not None:
         st.caption(f"Live figures unavailable ({error.code}); using the next source.")
     memory, sessions = metrics.live_memory(nodes or [])
-    return planner.resolve_figures(bench, memory / sessions if sessions else None, sessions)
+    live = memory / sessions if sessions else None
+    m = fit.model(None, BENCHMARKS, live, sessions)
+    return m.figures, m.report
+
+
+def show_model(figs: planner.Figures, report: fit.LoadReport | None) -> None:
+    """Where the model comes from and, with a load test, predicted against measured."""
+    st.subheader("Model")
+    if report is None:
+        st.info(
+            f"No load-test report ({LOADTEST.name}): sessions per node come from per-session "
+            f"figures alone (memory: {figs.memory_source}; CPU: {figs.cpu_source}), without a "
+            "first-QR limit. `make loadtest` measures them."
+        )
+        return
+    c = fit.check(report, figs)
+    st.caption(
+        f"Fitted from {report.path} ({report.command or 'load test'}, {report.generated}): "
+        f"memory = {ui.mib(figs.memory_base)} + {ui.mib(figs.memory_bytes)} per session, "
+        f"CPU = {figs.cpu_base:.2f} + {figs.cpu_cores:.4f} cores per session (least squares over "
+        f"{len(report.samples)} samples); first-QR p95 against the node's CPU share of the "
+        f"machine, limit {figs.qr_limit:g} s; CPU saturation at {figs.cpu_saturation or 0:.0%}."
+    )
+    if report.other_memory:
+        st.caption(
+            f"The load-test machine's other processes (OS, router, Redis, sandbox, load "
+            f"generator) held {ui.mib(report.other_memory)}: counted against it in this check, "
+            "not on a node host."
+        )
+    verdict = "within" if c.within else "outside"
+    measured = f"{c.measured}" + (" (at least: the ramp ended first)" if c.lower_bound else "")
+    st.table(
+        hide_index=True,
+        data={
+            "load-test machine": [
+                f"{report.cores:g} cores, {report.ram_gb:.1f} GiB, "
+                f"{report.memory_headroom:.0%} memory headroom"
+            ],
+            "predicted sessions per node": [
+                f"{c.predicted.sessions} (first limit: {c.predicted.bound})"
+            ],
+            "measured": [f"{measured} (limit: {c.measured_bound})"],
+            "error": [f"{c.error:+.1%} ({verdict} ±{fit.TOLERANCE:.0%})"],
+        },
+    )
+
+
+def kubernetes(p: planner.Plan) -> str:
+    """The node StatefulSet's sizing and replicas for this plan, from the same model."""
+    pod = p.pod
+    low, high = p.replicas
+    replicas = (
+        f"replicas: {low}"
+        if low == high
+        else f"# autoscaler (KEDA): minReplicaCount {low}, maxReplicaCount {high},\n"
+        f"# target {pod.sessions_target} sessions per node"
+    )
+    return (
+        f"{replicas}\n"
+        f"# MAX_CONCURRENT_SESSIONS={pod.max_sessions}\n"
+        "resources:\n"
+        f"  requests: {{cpu: {pod.cpu_request}m, memory: {pod.memory_request}Mi}}\n"
+        f"  limits: {{memory: {pod.memory_limit}Mi}}"
+    )
 
 
 def render() -> None:
@@ -53,7 +120,7 @@ def render() -> None:
         headroom = c3.slider("Headroom kept free (%)", 0, 50, 20)
         st.form_submit_button("Plan", type="primary")
 
-    figs = figures()
+    figs, report = figures()
     p = planner.plan(
         int(users),
         share / 100,
@@ -105,9 +172,11 @@ def render() -> None:
                     p.auth,
                     p.redis,
                     f"{ui.mib(p.figures.memory_bytes)} ({p.figures.memory_source})",
-                    f"{p.figures.cpu_cores:.2f} cores ({p.figures.cpu_source})",
+                    f"{p.figures.cpu_cores:.3g} cores ({p.figures.cpu_source})",
                     f"{p.capacity.sessions} (memory allows {p.capacity.by_memory}, "
-                    f"CPU {p.capacity.by_cpu}, {headroom}% headroom)",
+                    f"CPU {p.capacity.by_cpu}"
+                    + ("" if p.capacity.by_qr is None else f", first QR {p.capacity.by_qr}")
+                    + f", {headroom}% memory headroom)",
                     f"{p.nodes}",
                     f"{money(*p.cost)} for the mesh nodes and Redis",
                 ],
@@ -140,6 +209,8 @@ def render() -> None:
             },
         )
 
+    show_model(figs, report)
+
     st.subheader("Environment")
     e1, e2 = st.columns(2)
     with e1:
@@ -150,6 +221,8 @@ def render() -> None:
     with e2:
         st.markdown("**Laravel app** (`.env`)")
         st.code(p.laravel_env, language="bash")
+        st.markdown("**Kubernetes** (what `make deploy-render` renders for these inputs)")
+        st.code(kubernetes(p), language="yaml")
 
     st.subheader("All tiers")
     st.table(

@@ -3,12 +3,14 @@
     .venv/bin/python deploy/k8s/render.py           # rewrite the overlays' rendered patches
     .venv/bin/python deploy/k8s/render.py --check   # exit 1 if a committed patch differs
 
-One model, the planner's (console/planner.py): per-session memory and CPU as docs/benchmarks.md
-states them (`parse_benchmarks`), its headroom and CPU reserve, times each overlay's
-MAX_CONCURRENT_SESSIONS (base/node.env, overlays/NAME/node.env), plus the browser's base and the
-node process. The drain time, and so terminationGracePeriodSeconds and the autoscaler's
-scale-down pace, come from the hand-off and failover figures in the same file. Each rendered
-file carries its derivation with the numbers used.
+One model, the tier planner's (`console.fit.model`): fitted from the load test's
+docs/loadtest.json when it exists, else docs/benchmarks.md's per-session figures. Each overlay
+is a planner input (users, active share, node size); the planner's plan for it gives
+MAX_CONCURRENT_SESSIONS (written to overlays/NAME/node-sizing.env), the pod's memory and CPU
+(the model at that many sessions), and the node count or the autoscaler's bounds, exactly as the
+console's planner page shows them for the same input. The drain time, and so
+terminationGracePeriodSeconds and the autoscaler's scale-down pace, come from the hand-off and
+failover figures in docs/benchmarks.md. Each rendered file carries its derivation.
 """
 
 from __future__ import annotations
@@ -21,23 +23,19 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from console import planner
+from console import fit, planner
 from node.host import HANDOFF_PARALLELISM
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+LOADTEST = ROOT / "docs" / "loadtest.json"
 MIB = planner.MIB
 
-# The node process beside Chromium: mesh-node (Python, 63.6 MB PSS) and Playwright's driver
-# (Node.js, 123.7 MB PSS) with no session, measured on the bench machine (2026-11-30, /proc
-# smaps_rollup of a mesh-node started alone). Not yet measured by `make bench`, nor with
-# sessions held: their growth per session is inside the per-session figure only as far as the
-# bench's PSS of Chromium covers it, which it does not.
-NODE_PROCESS_MEMORY = 184 * MIB
-# Chromium runs with --disable-dev-shm-usage (sessionmesh/chromium.py) and keeps its shared
-# memory in /tmp, so /dev/shm stays small; a memory-backed emptyDir counts toward the limit.
-SHM_SIZE = 128 * MIB
+# The node process beside Chromium, with no session (console/planner.py says where it was
+# measured). A load test's fitted base includes it; docs/benchmarks.md's figures do not.
+NODE_PROCESS_MEMORY = planner.NODE_PROCESS_MEMORY
+SHM_SIZE = planner.SHM_SIZE  # /dev/shm (console/planner.py says why it stays small)
 # The drain's own figures: a factor over the measured hand-off time (the bench's page is far
 # lighter than WhatsApp Web's, so snapshots are bigger there), and seconds to close Chromium,
 # Redis and telemetry after the gRPC server stopped.
@@ -58,14 +56,22 @@ class FigureMissing(ValueError):
 
 @dataclass(frozen=True)
 class Figures:
-    """What docs/benchmarks.md measured, as the model uses it."""
+    """The planner's model, and the drain figures docs/benchmarks.md measured."""
 
-    session_memory: float  # bytes per READY session
-    session_cpu: float  # cores per READY session
-    browser_base: float  # bytes: Chromium with no session (its warm spare page)
+    model: planner.Figures  # memory and CPU = base + per session x sessions
+    model_source: str
+    browser_base: float | None  # bytes: Chromium with no session; None: inside a fitted base
     handoff_seconds: float  # one session's hand-off (final snapshot, close, lease released)
     handoff_source: str
     failover_seconds: float  # kill -> READY elsewhere, p95, default settings
+
+    @property
+    def session_memory(self) -> float:
+        return self.model.memory_bytes
+
+    @property
+    def session_cpu(self) -> float:
+        return self.model.cpu_cores
 
 
 def _table(text: str, header_word: str) -> list[dict[str, str]]:
@@ -91,34 +97,26 @@ def _number(cell: str, what: str) -> float:
     return float(m.group(1))
 
 
-def _mib(cell: str, what: str) -> float:
-    value = _number(cell, what)
-    unit = cell.strip().split()[-1].lower() if " " in cell.strip() else "mib"
-    scale = {"kib": 1 / 1024, "mib": 1.0, "gib": 1024.0, "mb": 1e6 / MIB, "gb": 1e9 / MIB}
-    if unit not in scale:
-        raise FigureMissing(f"docs/benchmarks.md: {what} has an unknown unit: {cell!r}")
-    return value * scale[unit] * MIB
-
-
-def parse_figures(text: str) -> Figures:
-    """The model's figures from the text of docs/benchmarks.md; FigureMissing names any gap."""
-    memory, cpu = planner.parse_benchmarks(text)
-    if memory is None or cpu is None:
-        raise FigureMissing(
-            "docs/benchmarks.md states no `per-session memory: N MiB; per-session CPU: N cores` "
-            "line (bench/qr_latency.py writes it)"
-        )
-    m = re.search(r"browser base[^\n\d]*?([\d.]+\s*(?:KiB|MiB|GiB|MB|GB))", text, re.IGNORECASE)
-    if m:
-        base = _mib(m.group(1), "browser base")
+def parse_figures(text: str, report: fit.LoadReport | None = None) -> Figures:
+    """The model and drain figures: the load test's fitted model when `report` is given, else
+    docs/benchmarks.md's per-session figures; FigureMissing names any gap."""
+    if report is not None:
+        model = fit.fit(report)
+        source, base = f"the load test, {report.path}", None
     else:
-        rows = [r for r in _table(text, "with no session") if r.get("with no session")]
-        if not rows:
+        memory, cpu = planner.parse_benchmarks(text)
+        if memory is None or cpu is None:
+            raise FigureMissing(
+                "docs/benchmarks.md states no `per-session memory: N MiB; per-session CPU: N "
+                "cores` line (bench/qr_latency.py writes it)"
+            )
+        base = planner.parse_browser_base(text)
+        if base is None:
             raise FigureMissing(
                 "docs/benchmarks.md has no `with no session` column (Chromium's own memory)"
             )
-        widest = max(rows, key=lambda r: _number(next(iter(r.values())), "READY sessions"))
-        base = _mib(widest["with no session"], "with no session")
+        model = planner.benchmark_figures(text)
+        source = "docs/benchmarks.md"
     m = re.search(r"hand-?off per session[^\n\d]*?([\d.]+)\s*s\b", text, re.IGNORECASE)
     if m:
         handoff, handoff_source = float(m.group(1)), "hand-off per session"
@@ -135,13 +133,22 @@ def parse_figures(text: str) -> Figures:
     if "default" not in failover:
         raise FigureMissing("docs/benchmarks.md has no failover row for the default settings")
     return Figures(
-        session_memory=memory,
-        session_cpu=cpu,
+        model=model,
+        model_source=source,
         browser_base=base,
         handoff_seconds=handoff,
         handoff_source=handoff_source,
         failover_seconds=_number(failover["default"]["p95"], "failover p95"),
     )
+
+
+def current_figures() -> Figures:
+    """The figures from the committed files: docs/loadtest.json when it exists."""
+    try:
+        report = fit.load_report(LOADTEST)
+    except fit.ReportError as e:
+        raise FigureMissing(f"docs/loadtest.json: {e}") from e
+    return parse_figures(BENCHMARKS.read_text(), report)
 
 
 def read_env(*paths: Path) -> dict[str, str]:
@@ -169,22 +176,24 @@ class NodePod:
     headroom: float = planner.DEFAULT_HEADROOM
 
     @property
+    def size(self) -> planner.PodSize:
+        """Memory, CPU and the autoscaler's target: the planner's own `pod_size`."""
+        return planner.pod_size(self.figures.model, self.max_sessions, self.headroom)
+
+    @property
     def memory_request(self) -> int:
-        """MiB: the node process + Chromium's base + memory per session x MAX_CONCURRENT_SESSIONS."""
-        f = self.figures
-        total = NODE_PROCESS_MEMORY + f.browser_base + f.session_memory * self.max_sessions
-        return math.ceil(total / MIB)
+        """MiB: the model at MAX_CONCURRENT_SESSIONS: base + memory per session x MAX."""
+        return self.size.memory_request
 
     @property
     def memory_limit(self) -> int:
         """MiB: the request with the planner's headroom kept free, plus /dev/shm."""
-        return math.ceil(self.memory_request / (1 - self.headroom)) + SHM_SIZE // MIB
+        return self.size.memory_limit
 
     @property
     def cpu_request(self) -> int:
-        """Millicores: the planner's reserve for the node process + CPU per session x MAX."""
-        cores = planner.RESERVE_CPU + self.figures.session_cpu * self.max_sessions
-        return math.ceil(cores * 100) * 10
+        """Millicores: the model at MAX: base + CPU per session x MAX."""
+        return self.size.cpu_request
 
     @property
     def handoff_rounds(self) -> int:
@@ -204,7 +213,7 @@ class NodePod:
     @property
     def sessions_target(self) -> int:
         """Sessions per node the autoscaler aims at: MAX with the planner's headroom free."""
-        return max(1, math.floor(self.max_sessions * (1 - self.headroom)))
+        return self.size.sessions_target
 
     @property
     def scale_down_period(self) -> int:
@@ -216,21 +225,42 @@ class NodePod:
 
 @dataclass(frozen=True)
 class Overlay:
+    """An overlay as a tier-planner input: the node size and the users it is sized for."""
+
     name: str
-    autoscale: tuple[int, int] | None = None  # min, max nodes; None: a fixed count
+    users: int
+    active_share: float
+    cores: float
+    ram_gb: float
+    autoscale: bool = False  # False: a fixed node count
 
 
 OVERLAYS = (
-    Overlay("single"),
-    # At least the planner's cluster floor (§5 Phase 3: 3-5 nodes); the ceiling is yours.
-    Overlay("cluster", autoscale=(planner.CLUSTER_MIN_NODES, 20)),
+    # The seed's Scenario A (§2.2): 1000 users, 5% active, on its upgraded single server
+    # (§2.2 A: 8 cores, 16 GB). One node must hold them all, or the overlay is the wrong one.
+    Overlay("single", users=1000, active_share=0.05, cores=8, ram_gb=16),
+    # The seed's Scenario B (§2.2): 3000 users, 10% active, on its 4-core / 8 GB VPS (§2.1).
+    Overlay("cluster", users=3000, active_share=0.10, cores=4, ram_gb=8, autoscale=True),
 )
+
+
+def overlay_plan(overlay: Overlay, figures: Figures) -> planner.Plan:
+    """The planner's plan for the overlay's input, as the console's planner page makes it."""
+    return planner.plan(
+        overlay.users,
+        overlay.active_share,
+        overlay.cores,
+        overlay.ram_gb,
+        planner.REMOTE if overlay.autoscale else planner.LOCAL,
+        figures.model,
+    )
 
 
 def node_pod(overlay: Overlay, figures: Figures) -> NodePod:
     env = read_env(K8S / "base" / "node.env", K8S / "overlays" / overlay.name / "node.env")
+    plan = overlay_plan(overlay, figures)
     return NodePod(
-        max_sessions=int(env["MAX_CONCURRENT_SESSIONS"]),
+        max_sessions=plan.capacity.sessions,
         figures=figures,
         shutdown_grace=float(env["SHUTDOWN_GRACE"]),
     )
@@ -239,8 +269,9 @@ def node_pod(overlay: Overlay, figures: Figures) -> NodePod:
 # -- rendering -------------------------------------------------------------------------------
 
 HEADER = """\
-# Rendered by deploy/k8s/render.py from docs/benchmarks.md and node.env: do not edit.
-# `make deploy-render` rewrites it; tests/deploy fail while it differs from what it renders.
+# Rendered by deploy/k8s/render.py from the tier planner's model (docs/loadtest.json, else
+# docs/benchmarks.md): do not edit. `make deploy-render` rewrites it; tests/deploy fail while it
+# differs from what it renders.
 """
 
 
@@ -248,17 +279,46 @@ def _g(value: float) -> str:
     return f"{value:.4g}"
 
 
-def derivation(pod: NodePod) -> str:
-    f, n = pod.figures, pod.max_sessions
+def plan_lines(overlay: Overlay, plan: planner.Plan, source: str) -> str:
+    c = plan.capacity
+    qr = "" if c.by_qr is None else f", first QR {c.by_qr}"
     return f"""\
 #
-# memory request = node process {_g(NODE_PROCESS_MEMORY / MIB)} MiB + Chromium with no session \
-{_g(f.browser_base / MIB)} MiB
+# plan           = the tier planner for {overlay.users} users, {overlay.active_share:.0%} active \
+({plan.active} accounts),
+#                  on {_g(overlay.cores)}-core, {_g(overlay.ram_gb)} GB nodes: {plan.tier.name}, \
+{plan.nodes} node(s)
+#                  (the console's planner page shows the same for these inputs)
+# model          = {source}
+# MAX_CONCURRENT_SESSIONS = {c.sessions}: the first limit, {c.bound} (memory allows \
+{c.by_memory}, CPU {c.by_cpu}{qr})
+""" + (
+        ""
+        if overlay.autoscale or plan.nodes == 1
+        else f"""\
+# WARNING: one node holds only {c.sessions} of the {plan.active} active accounts on this model;
+#          the planner says {plan.nodes} nodes: use the cluster overlay, or a bigger node here
+"""
+    )
+
+
+def derivation(pod: NodePod) -> str:
+    f, n = pod.figures, pod.max_sessions
+    m = f.model
+    if f.browser_base is not None:
+        base = (
+            f"node process {_g(NODE_PROCESS_MEMORY / MIB)} MiB + Chromium with no session "
+            f"{_g(f.browser_base / MIB)} MiB"
+        )
+    else:
+        base = f"fitted base {_g(m.memory_base / MIB)} MiB"
+    return f"""\
+# memory request = {base}
 #                  + {_g(f.session_memory / MIB)} MiB per session x MAX_CONCURRENT_SESSIONS {n}
 #                = {pod.memory_request} MiB
 # memory limit   = request / (1 - headroom {_g(pod.headroom)}) + /dev/shm {SHM_SIZE // MIB} MiB \
 = {pod.memory_limit} MiB
-# cpu request    = reserve {_g(planner.RESERVE_CPU)} cores + {_g(f.session_cpu)} cores per session \
+# cpu request    = base {_g(m.cpu_base)} cores + {_g(f.session_cpu)} cores per session \
 x {n} = {pod.cpu_request}m
 #                  (no CPU limit: throttling would turn a scan's or a restore's burst into QR
 #                  latency; the request already reserves the modelled share)
@@ -270,16 +330,18 @@ x {n} = {pod.cpu_request}m
 """
 
 
-def render_resources(pod: NodePod) -> str:
+def render_resources(pod: NodePod, overlay: Overlay, plan: planner.Plan) -> str:
+    replicas = "" if overlay.autoscale else "\n  replicas: 1"
     return (
         HEADER
+        + plan_lines(overlay, plan, pod.figures.model_source)
         + derivation(pod)
         + f"""\
 apiVersion: apps/v1
 kind: StatefulSet
 metadata:
   name: mesh-node
-spec:
+spec:{replicas}
   template:
     spec:
       terminationGracePeriodSeconds: {pod.grace_seconds}
@@ -300,6 +362,14 @@ spec:
     )
 
 
+def render_env(pod: NodePod) -> str:
+    return (
+        HEADER
+        + "# MAX_CONCURRENT_SESSIONS: the planner's sessions per node (node-resources.yaml says why)\n"
+        + f"MAX_CONCURRENT_SESSIONS={pod.max_sessions}\n"
+    )
+
+
 def render_autoscaling(pod: NodePod, bounds: tuple[int, int]) -> str:
     low, high = bounds
     f = pod.figures
@@ -309,7 +379,8 @@ def render_autoscaling(pod: NodePod, bounds: tuple[int, int]) -> str:
 #
 # target         = MAX_CONCURRENT_SESSIONS {pod.max_sessions} x (1 - headroom {_g(pod.headroom)}) \
 = {pod.sessions_target} sessions per node
-# replicas       = {low} (the planner's cluster floor) to {high}
+# replicas       = {low} (the planner's nodes: need + spare) to {high} (the nodes for \
+{planner.AUTOSCALE_GROWTH} x the active accounts)
 # scale-down     = one node per {pod.scale_down_period} s: its grace period {pod.grace_seconds} s \
 + failover p95 {_g(f.failover_seconds)} s,
 #                  rounded up to {SCALE_DOWN_ROUNDING} s; the node drains on SIGTERM before it stops
@@ -341,10 +412,12 @@ def rendered(figures: Figures) -> dict[Path, str]:
     out: dict[Path, str] = {}
     for overlay in OVERLAYS:
         pod = node_pod(overlay, figures)
+        plan = overlay_plan(overlay, figures)
         folder = K8S / "overlays" / overlay.name
-        out[folder / "node-resources.yaml"] = render_resources(pod)
-        if overlay.autoscale is not None:
-            out[folder / "node-autoscaling.yaml"] = render_autoscaling(pod, overlay.autoscale)
+        out[folder / "node-resources.yaml"] = render_resources(pod, overlay, plan)
+        out[folder / "node-sizing.env"] = render_env(pod)
+        if overlay.autoscale:
+            out[folder / "node-autoscaling.yaml"] = render_autoscaling(pod, plan.replicas)
     return out
 
 
@@ -353,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="compare, do not write")
     args = parser.parse_args(argv)
     try:
-        files = rendered(parse_figures(BENCHMARKS.read_text()))
-    except FigureMissing as e:
+        files = rendered(current_figures())
+    except (FigureMissing, fit.ReportError) as e:
         print(f"render: {e}", file=sys.stderr)
         return 2
     stale = 0

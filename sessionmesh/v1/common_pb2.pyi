@@ -236,3 +236,19 @@ class NodeStatus(_message.Message):
     missing_hooks: _containers.RepeatedScalarFieldContainer[str]
     wa_version: str
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., health: _Optional[_Union[NodeHealth, str]] = ..., sessions: _Optional[int] = ..., capacity: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., missing_hooks: _Optional[_Iterable[str]] = ..., wa_version: _Optional[str] = ...) -> None: ...
+
+class LatencyHistogram(_message.Message):
+    __slots__ = ("phase", "auth_strategy", "bounds", "counts", "sum", "count")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    phase: str
+    auth_strategy: AuthStrategy
+    bounds: _containers.RepeatedScalarFieldContainer[float]
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    sum: float
+    count: int
+    def __init__(self, phase: _Optional[str] = ..., auth_strategy: _Optional[_Union[AuthStrategy, str]] = ..., bounds: _Optional[_Iterable[float]] = ..., counts: _Optional[_Iterable[int]] = ..., sum: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...

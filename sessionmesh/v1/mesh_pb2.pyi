@@ -91,6 +91,20 @@ class ClusterStatus(_message.Message):
     nodes: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeStatus]
     def __init__(self, nodes: _Optional[_Iterable[_Union[_common_pb2.NodeStatus, _Mapping]]] = ...) -> None: ...
 
+class GetLatencyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Latency(_message.Message):
+    __slots__ = ("histograms", "nodes", "unreachable")
+    HISTOGRAMS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
+    histograms: _containers.RepeatedCompositeFieldContainer[_common_pb2.LatencyHistogram]
+    nodes: int
+    unreachable: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, histograms: _Optional[_Iterable[_Union[_common_pb2.LatencyHistogram, _Mapping]]] = ..., nodes: _Optional[int] = ..., unreachable: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class DrainNodeRequest(_message.Message):
     __slots__ = ("node_id", "parallelism")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]

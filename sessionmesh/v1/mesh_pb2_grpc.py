@@ -73,6 +73,11 @@ class SessionMeshStub:
                 request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.GetClusterStatusRequest.SerializeToString,
                 response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.GetLatency = channel.unary_unary(
+                '/sessionmesh.v1.SessionMesh/GetLatency',
+                request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.GetLatencyRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.Latency.FromString,
+                _registered_method=True)
         self.DrainNode = channel.unary_unary(
                 '/sessionmesh.v1.SessionMesh/DrainNode',
                 request_serializer=sessionmesh_dot_v1_dot_mesh__pb2.DrainNodeRequest.SerializeToString,
@@ -178,6 +183,14 @@ class SessionMeshServicer:
 
     def GetClusterStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLatency(self, request, context):
+        """The caller's own latency histograms, summed over the nodes that answer (since each
+        node started): time to the first QR, to READY through a scan, and to READY restored.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -295,6 +308,11 @@ def add_SessionMeshServicer_to_server(servicer, server):
                     servicer.GetClusterStatus,
                     request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.GetClusterStatusRequest.FromString,
                     response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.ClusterStatus.SerializeToString,
+            ),
+            'GetLatency': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLatency,
+                    request_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.GetLatencyRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.Latency.SerializeToString,
             ),
             'DrainNode': grpc.unary_unary_rpc_method_handler(
                     servicer.DrainNode,
@@ -544,6 +562,33 @@ class SessionMesh:
             '/sessionmesh.v1.SessionMesh/GetClusterStatus',
             sessionmesh_dot_v1_dot_mesh__pb2.GetClusterStatusRequest.SerializeToString,
             sessionmesh_dot_v1_dot_mesh__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLatency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionMesh/GetLatency',
+            sessionmesh_dot_v1_dot_mesh__pb2.GetLatencyRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_mesh__pb2.Latency.FromString,
             options,
             channel_credentials,
             insecure,

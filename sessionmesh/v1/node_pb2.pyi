@@ -92,3 +92,21 @@ class NodeMediaRequest(_message.Message):
     session_id: str
     message_id: str
     def __init__(self, tenant: _Optional[str] = ..., session_id: _Optional[str] = ..., message_id: _Optional[str] = ...) -> None: ...
+
+class NodeLatencyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TenantLatency(_message.Message):
+    __slots__ = ("tenant", "histogram")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    HISTOGRAM_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    histogram: _common_pb2.LatencyHistogram
+    def __init__(self, tenant: _Optional[str] = ..., histogram: _Optional[_Union[_common_pb2.LatencyHistogram, _Mapping]] = ...) -> None: ...
+
+class NodeLatency(_message.Message):
+    __slots__ = ("histograms",)
+    HISTOGRAMS_FIELD_NUMBER: _ClassVar[int]
+    histograms: _containers.RepeatedCompositeFieldContainer[TenantLatency]
+    def __init__(self, histograms: _Optional[_Iterable[_Union[TenantLatency, _Mapping]]] = ...) -> None: ...

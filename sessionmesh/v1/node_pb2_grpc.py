@@ -93,6 +93,11 @@ class SessionNodeStub:
                 request_serializer=sessionmesh_dot_v1_dot_node__pb2.NodeMediaRequest.SerializeToString,
                 response_deserializer=sessionmesh_dot_v1_dot_mesh__pb2.MediaChunk.FromString,
                 _registered_method=True)
+        self.GetLatency = channel.unary_unary(
+                '/sessionmesh.v1.SessionNode/GetLatency',
+                request_serializer=sessionmesh_dot_v1_dot_node__pb2.NodeLatencyRequest.SerializeToString,
+                response_deserializer=sessionmesh_dot_v1_dot_node__pb2.NodeLatency.FromString,
+                _registered_method=True)
 
 
 class SessionNodeServicer:
@@ -168,6 +173,13 @@ class SessionNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLatency(self, request, context):
+        """Latency histograms since the node started, per tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +237,11 @@ def add_SessionNodeServicer_to_server(servicer, server):
                     servicer.GetMessageMedia,
                     request_deserializer=sessionmesh_dot_v1_dot_node__pb2.NodeMediaRequest.FromString,
                     response_serializer=sessionmesh_dot_v1_dot_mesh__pb2.MediaChunk.SerializeToString,
+            ),
+            'GetLatency': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLatency,
+                    request_deserializer=sessionmesh_dot_v1_dot_node__pb2.NodeLatencyRequest.FromString,
+                    response_serializer=sessionmesh_dot_v1_dot_node__pb2.NodeLatency.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -526,6 +543,33 @@ class SessionNode:
             '/sessionmesh.v1.SessionNode/GetMessageMedia',
             sessionmesh_dot_v1_dot_node__pb2.NodeMediaRequest.SerializeToString,
             sessionmesh_dot_v1_dot_mesh__pb2.MediaChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLatency(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionmesh.v1.SessionNode/GetLatency',
+            sessionmesh_dot_v1_dot_node__pb2.NodeLatencyRequest.SerializeToString,
+            sessionmesh_dot_v1_dot_node__pb2.NodeLatency.FromString,
             options,
             channel_credentials,
             insecure,

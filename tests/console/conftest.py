@@ -61,4 +61,5 @@ async def console_mesh(
     monkeypatch.setenv("MESH_ROUTER", router.address)
     monkeypatch.setenv("MESH_TOKEN", TOKENS["acme"])
     monkeypatch.setenv("MESH_BENCHMARKS", str(tmp_path / "no-benchmarks.md"))
+    monkeypatch.setenv("MESH_LOADTEST", str(tmp_path / "no-loadtest.json"))
     return ConsoleMesh(router.address, TOKENS["acme"], node.node_id, "alpha", "beta")

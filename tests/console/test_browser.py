@@ -27,7 +27,7 @@ SHOTS = ROOT / "docs" / "screenshots"
 # url path, what the page must show once loaded, a chart to wait for
 PAGES = [
     ("overview", "", "Sessions by state", True),
-    ("latency", "latency", "Window (runs started in)", True),
+    ("latency", "latency", "By phase", True),
     ("sessions", "sessions?session=beta", "Event history", False),
     ("planner", "planner", "All tiers", False),
 ]

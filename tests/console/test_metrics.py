@@ -1,4 +1,4 @@
-"""Latency, state counts and warnings from sessions, nodes and event logs."""
+"""Latency from histograms, state counts and warnings from sessions and nodes."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from console import metrics as m
+from sessionmesh import latency
 from sessionmesh.v1 import common_pb2 as pb
 
 T0 = 1_700_000_000.0
@@ -17,83 +18,84 @@ def ts(t: float) -> Timestamp:
     return out
 
 
-def state(seq: int, t: float, value: int, reason: str = "") -> pb.SessionEvent:
-    return pb.SessionEvent(seq=seq, time=ts(t), state=pb.StateChange(state=value, reason=reason))
+def hist(phase: str, strategy: int, values: list[float]) -> pb.LatencyHistogram:
+    b = latency.Buckets()
+    for v in values:
+        b.observe(v)
+    return b.to_proto(phase, strategy)
 
 
-def qr(seq: int, t: float, attempt: int = 1) -> pb.SessionEvent:
-    return pb.SessionEvent(seq=seq, time=ts(t), qr=pb.QrCode(code="x", attempt=attempt))
-
-
-def loading(seq: int, t: float, percent: int) -> pb.SessionEvent:
-    return pb.SessionEvent(seq=seq, time=ts(t), loading=pb.Loading(percent=percent))
-
-
-LINKED_LOG = [
-    state(1, T0, pb.STARTING),
-    state(2, T0 + 8.0, pb.SCAN_QR_CODE),
-    qr(3, T0 + 8.5),
-    qr(4, T0 + 28.5, attempt=2),
-    state(5, T0 + 40.0, pb.AUTHENTICATED),
-    loading(6, T0 + 41.0, 50),
-    state(7, T0 + 43.0, pb.READY),
-    state(8, T0 + 100.0, pb.STOPPED),
-    state(9, T0 + 200.0, pb.STARTING),  # restored from the saved login: no QR
-    state(10, T0 + 203.0, pb.AUTHENTICATED),
-    state(11, T0 + 205.5, pb.READY),
-]
-
-
-def test_runs_split_a_log_at_each_starting_and_time_each_phase() -> None:
-    first, second = m.runs("s", pb.LOCAL, reversed(LINKED_LOG))  # order comes from seq
-    assert first.strategy == "LocalAuth"
-    assert first.durations() == {
-        m.FIRST_QR: pytest.approx(8.5),
-        m.SCAN: pytest.approx(31.5),
-        m.LOAD: pytest.approx(3.0),
-        m.TO_READY: pytest.approx(43.0),
-    }
-    assert second.durations() == {m.LOAD: pytest.approx(2.5), m.RESTORE: pytest.approx(5.5)}
-
-
-def test_a_log_trimmed_at_its_head_and_an_unfinished_run() -> None:
-    log = [qr(40, T0), state(41, T0 + 1, pb.READY), state(42, T0 + 2, pb.STARTING), qr(43, T0 + 9)]
-    (run,) = m.runs("s", pb.REMOTE, log)
-    assert run.strategy == "RemoteAuth"
-    assert run.durations() == {m.FIRST_QR: pytest.approx(7.0)}
-    assert m.runs("s", 0, []) == []
-
-
-def test_percentiles_interpolate_like_numpy() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert m.percentile(values, 50) == pytest.approx(50.5)
-    assert m.percentile(values, 95) == pytest.approx(95.05)
-    assert m.percentile(values, 99) == pytest.approx(99.01)
-    assert m.percentile([3.0], 99) == 3.0
-    assert m.percentile([4.0, 1.0], 0) == 1.0
+def test_quantiles_interpolate_within_buckets_like_histogram_quantile() -> None:
+    bounds, counts = (1.0, 2.0, 4.0), [10, 30, 60, 0]
+    # rank 0.5 x 100 = 50: 10 below 1 s, 30 in (1, 2], so 10 of the 60 in (2, 4]
+    assert latency.quantile(0.5, bounds, counts) == pytest.approx(2 + 2 * 10 / 60)
+    assert latency.quantile(0.95, bounds, counts) == pytest.approx(2 + 2 * 55 / 60)
+    assert latency.quantile(0.05, bounds, counts) == pytest.approx(0.5)  # first bucket from 0
+    # a rank past the last bound answers the last bound, as Prometheus does
+    assert latency.quantile(0.99, bounds, [0, 0, 1, 9]) == 4.0
+    assert latency.quantile(0.5, bounds, [0, 0, 0, 0]) is None
     with pytest.raises(ValueError):
-        m.percentile([], 50)
-    with pytest.raises(ValueError):
-        m.percentile([1.0], 101)
+        latency.quantile(1.5, bounds, counts)
 
 
-def test_summaries_split_by_strategy_keep_phase_order_and_honour_the_window() -> None:
-    runs = [
-        m.Run("a", "LocalAuth", T0, first_qr=T0 + 9),
-        m.Run("b", "LocalAuth", T0 + 50, first_qr=T0 + 61),
-        m.Run("c", "RemoteAuth", T0 + 60, first_qr=T0 + 75, authenticated=T0 + 80, ready=T0 + 83),
+def test_quantiles_from_buckets_stay_within_a_bucket_of_the_exact_ones() -> None:
+    values = [0.3 + 0.05 * i for i in range(200)]  # 0.3 .. 10.25 s
+    b = latency.Buckets()
+    for v in values:
+        b.observe(v)
+    ordered = sorted(values)
+    for q in (0.5, 0.95, 0.99):
+        exact = ordered[int(q * (len(values) - 1))]
+        got = b.quantile(q)
+        assert got is not None
+        i = next(i for i, bound in enumerate(latency.BOUNDS) if bound >= exact)
+        width = latency.BOUNDS[i] - (latency.BOUNDS[i - 1] if i else 0)
+        assert abs(got - exact) <= width
+
+
+def test_a_value_on_a_bound_counts_in_that_bucket_like_le() -> None:
+    b = latency.Buckets()
+    b.observe(1.0)
+    b.observe(1.0001)
+    assert b.counts[1] == 1 and b.counts[2] == 1  # le="1" holds 1.0 exactly
+    b.observe(500.0)
+    assert b.counts[-1] == 1 and b.count == 3
+
+
+def test_node_histograms_merge_per_phase_and_strategy_across_nodes() -> None:
+    one = latency.LatencyTable()
+    two = latency.LatencyTable()
+    one.observe("acme", latency.FIRST_QR, pb.LOCAL, 0.7)
+    two.observe("acme", latency.FIRST_QR, pb.LOCAL, 1.5)
+    two.observe("acme", latency.RESTORE, pb.REMOTE, 3.0)
+    two.observe("globex", latency.FIRST_QR, pb.LOCAL, 9.0)
+    rows = [*one.to_proto().histograms, *two.to_proto().histograms]
+    mine = latency.merge(r.histogram for r in rows if r.tenant == "acme")
+    assert [(h.phase, h.auth_strategy, h.count) for h in mine] == [
+        (latency.FIRST_QR, pb.LOCAL, 2),
+        (latency.RESTORE, pb.REMOTE, 1),
     ]
-    got = m.summarize(runs)
+    assert mine[0].sum == pytest.approx(2.2)
+
+
+def test_summaries_by_phase_and_strategy_in_phase_order() -> None:
+    got = m.summarize(
+        [
+            hist(latency.RESTORE, pb.REMOTE, [2.5]),
+            hist(latency.FIRST_QR, pb.REMOTE, [1.2, 1.4]),
+            hist(latency.FIRST_QR, pb.LOCAL, [0.2, 0.3, 0.4, 0.6]),
+            latency.Buckets().to_proto(latency.READY, pb.LOCAL),  # empty: left out
+        ]
+    )
     assert [(s.phase, s.strategy, s.count) for s in got] == [
-        (m.FIRST_QR, "LocalAuth", 2),
-        (m.FIRST_QR, "RemoteAuth", 1),
-        (m.SCAN, "RemoteAuth", 1),
-        (m.LOAD, "RemoteAuth", 1),
-        (m.TO_READY, "RemoteAuth", 1),
+        (m.FIRST_QR, "LocalAuth", 4),
+        (m.FIRST_QR, "RemoteAuth", 2),
+        (m.RESTORE, "RemoteAuth", 1),
     ]
-    assert got[0].p50 == pytest.approx(10.0) and got[0].worst == pytest.approx(11.0)
-    recent = m.summarize(runs, since=T0 + 40)
-    assert recent[0].count == 1 and recent[0].p99 == pytest.approx(11.0)
+    local = got[0]
+    assert local.p50 == pytest.approx(0.5 * 2 / 3)  # 3 of 4 in (0, 0.5]: rank 2
+    assert local.p99 == pytest.approx(0.5 + 0.5 * (3.96 - 3))
+    assert local.mean == pytest.approx(0.375)
 
 
 def session(sid: str, value: int, updated: float, error: str = "") -> pb.Session:

@@ -17,6 +17,7 @@ from tests.helpers import wait_for
 pytestmark = pytest.mark.browser  # the mesh's node runs a real Chromium
 
 APP = Path(__file__).resolve().parents[2] / "console" / "app.py"
+BENCHMARKS = APP.parents[1] / "docs" / "benchmarks.md"
 
 
 async def run(at: AppTest) -> AppTest:
@@ -62,7 +63,7 @@ async def test_every_page_against_a_real_mesh(
     }
     assert "No warnings" in at.success[0].value
 
-    # Latency: the scanned session's phases, from its replayed event log.
+    # Latency: from the nodes' histograms, through the router; nothing replays event logs.
     at.switch_page("pages/latency.py")
     await run(at)
     assert at.title[0].value == "Latency" and not at.error
@@ -70,22 +71,25 @@ async def test_every_page_against_a_real_mesh(
     got = set(zip(phases["phase"], phases["auth"], strict=True))
     assert {
         ("STARTING → first QR", "LocalAuth"),
-        ("AUTHENTICATED → READY (account load)", "LocalAuth"),
         ("STARTING → READY (with a QR scan)", "LocalAuth"),
     } <= got
     first = phases[phases["phase"] == "STARTING → first QR"]
     assert int(first["runs"].iloc[0]) == 2 and float(first["p50 (s)"].iloc[0]) > 0
     assert "LocalAuth: p50 to first QR" in at.metric[0].label
+    assert "1 node(s) answered" in texts(at)
 
-    # Planner: live per-session memory (no benchmarks file here), the seed beside it.
+    # Planner: live per-session memory (no load test, no benchmarks file here), the seed
+    # beside it, and which source the model came from.
     at.switch_page("pages/planner.py")
     await run(at)
     assert at.title[0].value == "Tier planner" and not at.error
     assert at.subheader[0].value == "RemoteAuth cluster"  # 1000 users, 100 active
     ours = at.table[0].value
     assert "live nodes" in " ".join(map(str, ours["value"]))
+    assert any("No load-test report" in i.value for i in at.info)
     assert "~100 (MAX_CONCURRENT_SESSIONS)" in " ".join(map(str, at.table[1].value["value"]))
     assert any("AUTH_STRATEGY=remoteauth" in c.value for c in at.code)
+    assert any("minReplicaCount" in c.value and "requests:" in c.value for c in at.code)
     at.number_input[0].set_value(100)
     at.button[0].click()  # the form's Plan button
     await run(at)
@@ -164,3 +168,51 @@ def test_nothing_shows_before_a_login_and_the_password_is_read_only(
     assert role_for("look-but-do-not-touch", settings) == VIEWER
     assert role_for("acme-token-0123456789", settings) == OPERATOR
     assert role_for("", settings) is None
+
+
+async def test_the_planner_shows_the_load_tests_prediction_against_its_measure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With a load-test report the model is fitted from it, and the page says how close it is."""
+    import json
+
+    from tests.console.test_fit import report
+
+    path = tmp_path / "loadtest.json"
+    path.write_text(json.dumps(report(measured=43)))
+    monkeypatch.setenv("MESH_LOADTEST", str(path))
+    monkeypatch.setenv("MESH_TOKEN", "acme-token-0123456789")
+    monkeypatch.setenv("MESH_ROUTER", "127.0.0.1:1")  # no mesh: live figures are not needed
+    monkeypatch.setenv("MESH_CONSOLE_TIMEOUT", "2")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["console.role"] = "operator"
+    await asyncio.to_thread(at.run, timeout=60)
+    at.switch_page("pages/planner.py")
+    at = await run(at)
+    assert at.title[0].value == "Tier planner"
+    model = at.table[2].value
+    assert "43 (first limit: first-QR p95)" in str(model["predicted sessions per node"].iloc[0])
+    assert "43 (limit: first-QR p95)" in str(model["measured"].iloc[0])
+    assert "+0.0% (within ±15%)" in str(model["error"].iloc[0])
+    assert "fitted over 7 load-test samples" in " ".join(map(str, at.table[0].value["value"]))
+    assert any("Fitted from" in c.value for c in at.caption)
+
+
+async def test_an_unusable_load_test_report_is_said_and_the_planner_falls_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = tmp_path / "loadtest.json"
+    path.write_text('{"browser": {}}')
+    monkeypatch.setenv("MESH_LOADTEST", str(path))
+    monkeypatch.setenv("MESH_BENCHMARKS", str(BENCHMARKS))
+    monkeypatch.setenv("MESH_TOKEN", "acme-token-0123456789")
+    monkeypatch.setenv("MESH_ROUTER", "127.0.0.1:1")
+    monkeypatch.setenv("MESH_CONSOLE_TIMEOUT", "2")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.session_state["console.role"] = "operator"
+    await asyncio.to_thread(at.run, timeout=60)
+    at.switch_page("pages/planner.py")
+    at = await run(at)
+    assert any("is unusable (no browser.limit)" in w.value for w in at.warning)
+    assert any("No load-test report" in i.value for i in at.info)
+    assert "docs/benchmarks.md" in " ".join(map(str, at.table[0].value["value"]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from console import planner as p
@@ -27,9 +29,10 @@ def test_defaults_reproduce_the_seeds_50_sessions_on_its_vps_without_headroom() 
 def test_capacity_is_bound_by_the_scarcer_resource() -> None:
     mem_bound = p.capacity(16, 8, figures(memory_mib=200, cpu=0.05), headroom=0.2)
     assert mem_bound.bound == "memory" and mem_bound.sessions == mem_bound.by_memory
-    assert mem_bound.by_memory == int((8 * p.GIB - p.RESERVE_MEMORY) * 0.8 // (200 * p.MIB))
+    # (1 - headroom) of the machine's memory, less the base with no session
+    assert mem_bound.by_memory == int((8 * p.GIB * 0.8 - p.RESERVE_MEMORY) // (200 * p.MIB))
     cpu_bound = p.capacity(2, 64, figures(memory_mib=100, cpu=0.25), headroom=0.2)
-    assert cpu_bound.bound == "CPU" and cpu_bound.sessions == int(1.5 * 0.8 / 0.25)
+    assert cpu_bound.bound == "CPU" and cpu_bound.sessions == int((2 * 0.8 - 0.5) / 0.25)
 
 
 def test_a_tiny_machine_still_holds_one_session_and_says_it_is_too_small() -> None:
@@ -193,3 +196,17 @@ def test_enough_live_sessions_outweigh_the_sandbox_benchmark() -> None:
     assert got.memory_bytes == 350 * p.MIB
     assert got.memory_source == f"live nodes: memory / {p.LIVE_TRUSTED_SESSIONS} sessions held"
     assert got.cpu_source == "docs/benchmarks.md"
+
+
+def test_the_plan_carries_its_kubernetes_pod_and_replicas() -> None:
+    figs = p.Figures(200 * p.MIB, 0.02, "test", "test", memory_base=400 * p.MIB, cpu_base=0.3)
+    plan = p.plan(3000, 0.1, 4, 8, figures=figs)
+    n = plan.capacity.sessions
+    assert plan.pod.max_sessions == n
+    assert plan.pod.memory_request == 400 + 200 * n  # MiB: the model at MAX
+    assert plan.pod.cpu_request == math.ceil((0.3 + 0.02 * n) * 100) * 10
+    assert plan.pod.sessions_target == int(n * 0.8)
+    low, high = plan.replicas
+    assert low == plan.nodes and high > low
+    single = p.plan(100, 0.1, 4, 8, figures=figs)
+    assert single.replicas == (1, 1)

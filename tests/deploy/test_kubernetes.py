@@ -432,7 +432,7 @@ def test_every_pod_meets_the_restricted_pod_security_standard(rendered: Rendered
 
 def test_the_node_sizing_is_the_models(rendered: Rendered, render_module: Any) -> None:
     overlay = VARIANTS[rendered.variant][0]
-    figures = render_module.parse_figures((K8S.parents[1] / "docs" / "benchmarks.md").read_text())
+    figures = render_module.current_figures()
     pod = render_module.node_pod(
         next(o for o in render_module.OVERLAYS if o.name == overlay), figures
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -31,8 +33,7 @@ For the tier planner (at 50 READY sessions): per-session memory: 200.0 MiB; per-
 
 
 def test_committed_patches_are_what_the_model_renders(render_module: ModuleType) -> None:
-    figures = render_module.parse_figures((ROOT / "docs" / "benchmarks.md").read_text())
-    for path, text in render_module.rendered(figures).items():
+    for path, text in render_module.rendered(render_module.current_figures()).items():
         rel = path.relative_to(ROOT)
         assert path.exists(), f"{rel} is missing: run `make deploy-render`"
         assert path.read_text() == text, f"{rel} is stale: run `make deploy-render` and commit it"
@@ -82,3 +83,57 @@ def test_a_heavier_page_grows_the_pod_not_the_session_count(render_module: Modul
     heavy = r.NodePod(50, r.parse_figures(SAMPLE), 10.0)
     assert heavy.memory_request - light.memory_request == pytest.approx(50 * 177, abs=1)
     assert heavy.sessions_target == light.sessions_target
+
+
+def test_the_overlays_are_the_planners_plans_for_their_inputs(render_module: ModuleType) -> None:
+    """The console's planner, given an overlay's inputs, shows what the overlay renders."""
+    from console import fit, planner
+
+    r = render_module
+    model = fit.model(r.LOADTEST, r.BENCHMARKS).figures
+    for overlay in r.OVERLAYS:
+        plan = planner.plan(
+            overlay.users,
+            overlay.active_share,
+            overlay.cores,
+            overlay.ram_gb,
+            planner.REMOTE if overlay.autoscale else planner.LOCAL,
+            model,
+        )
+        folder = ROOT / "deploy" / "k8s" / "overlays" / overlay.name
+        env = r.read_env(folder / "node-sizing.env")
+        snippet = dict(
+            line.split("=", 1) for line in plan.mesh_env.splitlines() if not line.startswith("#")
+        )
+        assert env["MAX_CONCURRENT_SESSIONS"] == snippet["MAX_CONCURRENT_SESSIONS"]
+        resources = (folder / "node-resources.yaml").read_text()
+        assert f"memory: {plan.pod.memory_request}Mi" in resources
+        assert f"memory: {plan.pod.memory_limit}Mi" in resources
+        assert f"cpu: {plan.pod.cpu_request}m" in resources
+        if overlay.autoscale:
+            scaling = (folder / "node-autoscaling.yaml").read_text()
+            low, high = plan.replicas
+            assert f"minReplicaCount\n  value: {low}\n" in scaling
+            assert f"maxReplicaCount\n  value: {high}\n" in scaling
+            assert f'value: "{plan.pod.sessions_target}"' in scaling
+        else:
+            assert "replicas: 1" in resources
+            assert (plan.nodes == 1) == ("WARNING: one node holds only" not in resources)
+
+
+def test_a_load_test_report_sizes_the_pods_from_its_fitted_model(
+    render_module: ModuleType, tmp_path: Path
+) -> None:
+    from console import fit
+    from tests.console.test_fit import report
+
+    path = tmp_path / "loadtest.json"
+    path.write_text(json.dumps(report(memory_gib=8, base_mib=400, per_mib=60)))
+    loaded = fit.load_report(path)
+    figures = render_module.parse_figures(SAMPLE, loaded)
+    assert figures.browser_base is None and figures.session_memory == pytest.approx(60 * MIB)
+    pod = render_module.NodePod(max_sessions=40, figures=figures, shutdown_grace=10.0)
+    assert pod.memory_request == 400 + 40 * 60  # fitted base + per session x MAX, in MiB
+    assert pod.cpu_request == 1400  # 0.2 + 0.03 x 40 cores
+    assert "fitted base 400 MiB" in render_module.derivation(pod)
+    assert figures.handoff_seconds == pytest.approx(0.4)  # drain figures still from the bench

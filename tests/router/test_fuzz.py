@@ -76,6 +76,7 @@ def requests() -> st.SearchStrategy[tuple[str, Any]]:
             ids, st.integers(0, 2**64 - 1),
         ),
         st.just(("GetClusterStatus", mesh_pb2.GetClusterStatusRequest())),
+        st.just(("GetLatency", mesh_pb2.GetLatencyRequest())),
         st.builds(
             lambda i, p: ("DrainNode", mesh_pb2.DrainNodeRequest(node_id=i, parallelism=p)),
             st.text(max_size=40).filter(lambda t: t != "fuzz-node"), st.integers(-(2**31), 2**31 - 1),
@@ -116,7 +117,7 @@ def test_every_public_rpc_with_generated_messages(
 @given(
     st.sampled_from(
         ["CreateSession", "GetSession", "StopSession", "LogoutSession", "ListSessions",
-         "WatchSession", "GetClusterStatus", "DrainNode"]
+         "WatchSession", "GetClusterStatus", "GetLatency", "DrainNode"]
     ),
     st.binary(max_size=200),
 )  # fmt: skip

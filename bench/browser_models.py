@@ -35,6 +35,7 @@ from playwright.async_api import BrowserContext, Page, Playwright, Route, async_
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.linking import EXPIRED
 from bench.report import machine, percentile, write_section
 from node import whatsapp as wa
 from node.keyring import KeyRing, RealmHooks
@@ -102,17 +103,20 @@ class Linker:
         driver = wa.WhatsAppPage(page, queue.put_nowait)
         await driver.open(self.sandbox, navigation_timeout=120, timeout=120)
         first_qr = 0.0
+        scanned = False
         while True:
             event = await asyncio.wait_for(queue.get(), 300)
-            if event.kind == "qr" and not first_qr:
-                first_qr = time.perf_counter() - opened
+            if event.kind == "qr" and not scanned:
+                first_qr = first_qr or time.perf_counter() - opened
                 code = await driver.qr_payload(event.value["ref"], event.value.get("code"))
                 phone = f"62899{next(self.numbers):08d}"
                 async with self.http.post(
                     f"{self.sandbox}phone/scan", json={"code": code, "phone": phone}
                 ) as resp:
-                    if resp.status != 200:
+                    # 410: the QR expired before the scan; the page shows the next one.
+                    if resp.status not in (200, EXPIRED):
                         raise RuntimeError(f"scan answered {resp.status}: {await resp.text()}")
+                    scanned = resp.status == 200
             if event.kind == "synced" and event.value:
                 return first_qr
             if event.kind == "state" and event.value in wa.END_STATES:

@@ -32,9 +32,9 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.linking import link
 from bench.report import machine, percentile, write_section
 from sessionmesh.procs import ProcessGroup, wait_http, wait_serving
-from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
 from tests.helpers import free_port
 
@@ -114,23 +114,6 @@ def start_mesh(work: Path, send_rate: str) -> tuple[ProcessGroup, str, str]:
     )
     wait_serving(router, proc, "router")
     return group, sandbox, router
-
-
-async def link(stub: Any, http: aiohttp.ClientSession, sandbox: str, sid: str, number: str) -> None:
-    await stub.CreateSession(mesh_pb2.CreateSessionRequest(session_id=sid), metadata=MD)
-    call = stub.WatchSession(mesh_pb2.WatchSessionRequest(session_id=sid), metadata=MD)
-    async for event in call:
-        kind = event.WhichOneof("event")
-        if kind == "qr":
-            async with http.post(
-                f"{sandbox}phone/scan", json={"code": event.qr.code, "phone": number}
-            ) as resp:
-                assert resp.status == 200, await resp.text()
-        elif kind == "state" and event.state.state == pb.READY:
-            call.cancel()
-            return
-        elif kind == "state" and event.state.state == pb.FAILED:
-            raise RuntimeError(f"{sid}: {event.state.reason}")
 
 
 async def inbox(http: aiohttp.ClientSession, sandbox: str, number: str) -> list[dict[str, Any]]:
@@ -228,7 +211,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 mesh_pb2.CreateWebhookRequest(url=receiver.url, events=["message"]), metadata=MD
             )
             for i, number in enumerate(numbers):
-                await link(stub, http, sandbox, f"s{i}", number)
+                await link(stub, http, sandbox, f"s{i}", number, MD)
             figures["send_to_phone"] = await send_to_phone(stub, http, sandbox, args.count)
             figures["inbound_to_webhook"] = await inbound_to_webhook(
                 http, sandbox, receiver, numbers, args.count
@@ -250,7 +233,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         async with grpc.aio.insecure_channel(router) as channel, aiohttp.ClientSession() as http:
             stub = mesh_pb2_grpc.SessionMeshStub(channel)
-            await link(stub, http, sandbox, "s0", numbers[0])
+            await link(stub, http, sandbox, "s0", numbers[0], MD)
             figures["rate_limited"] = await rate_limited(stub, 10)
     finally:
         group.stop_all()

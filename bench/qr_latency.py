@@ -26,6 +26,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.linking import link
 from bench.report import machine, percentile, write_section
 from node.memory import browser_pss, descendants
 from sessionmesh.procs import ProcessGroup, wait_http, wait_serving
@@ -146,26 +147,6 @@ async def latency_runs(router: str, prefix: str, n: int) -> dict[str, list[float
         }
 
 
-async def link(
-    stub: mesh_pb2_grpc.SessionMeshStub,
-    http: aiohttp.ClientSession,
-    sandbox: str,
-    sid: str,
-    number: str,
-) -> None:
-    _, code = await first_qr(stub, sid)
-    async with http.post(f"{sandbox}phone/scan", json={"code": code, "phone": number}) as resp:
-        if resp.status != 200:
-            raise RuntimeError(f"scan of {sid} answered {resp.status}: {await resp.text()}")
-    call = stub.WatchSession(mesh_pb2.WatchSessionRequest(session_id=sid), metadata=MD)
-    async for event in call:
-        if event.WhichOneof("event") == "state" and event.state.state == pb.READY:
-            call.cancel()
-            return
-        if event.WhichOneof("event") == "state" and event.state.state == pb.FAILED:
-            raise RuntimeError(f"{sid} failed: {event.state.reason}")
-
-
 def cpu_seconds(root_pid: int) -> float:
     """CPU time (user + system) used so far by the Chromium processes below `root_pid`."""
     total = 0
@@ -200,7 +181,10 @@ async def memory_runs(mesh: Mesh, counts: list[int]) -> list[tuple[int, int, int
             while linked < target:
                 batch = range(linked, min(target, linked + 10))
                 await asyncio.gather(
-                    *(link(stub, http, mesh.sandbox, f"mem-{i}", f"62811{i:08d}") for i in batch)
+                    *(
+                        link(stub, http, mesh.sandbox, f"mem-{i}", f"62811{i:08d}", MD)
+                        for i in batch
+                    )
                 )
                 linked = batch[-1] + 1
             await asyncio.sleep(2)  # let Chromium settle after the last sync before sampling

@@ -32,6 +32,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.linking import link
 from bench.report import machine, percentile, write_section
 from node.auth_store import write_atomic
 from node.crypto import SnapshotCodec, SnapshotKeys, new_key_spec
@@ -127,30 +128,6 @@ async def wait_state(
     raise RuntimeError(f"{sid}: stream ended")
 
 
-async def link(
-    stub: mesh_pb2_grpc.SessionMeshStub,
-    http: aiohttp.ClientSession,
-    sandbox: str,
-    sid: str,
-    strategy: int,
-    number: str,
-) -> None:
-    await stub.CreateSession(
-        mesh_pb2.CreateSessionRequest(session_id=sid, auth_strategy=strategy), metadata=MD
-    )
-    call = stub.WatchSession(mesh_pb2.WatchSessionRequest(session_id=sid), metadata=MD)
-    async for event in call:
-        if event.WhichOneof("event") == "qr":
-            call.cancel()
-            async with http.post(
-                f"{sandbox}phone/scan", json={"code": event.qr.code, "phone": number}
-            ) as resp:
-                if resp.status != 200:
-                    raise RuntimeError(f"scan {sid}: {resp.status} {await resp.text()}")
-            break
-    await wait_state(stub, sid, pb.READY)
-
-
 async def restores(cluster: Cluster, n: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"LocalAuth": [], "RemoteAuth": []}
     async with grpc.aio.insecure_channel(cluster.router) as ch, aiohttp.ClientSession() as http:
@@ -161,7 +138,7 @@ async def restores(cluster: Cluster, n: int) -> dict[str, list[float]]:
             for name, strategy in (("LocalAuth", pb.LOCAL), ("RemoteAuth", pb.REMOTE))
         ]
         for k, (sid, strategy, _) in enumerate(plan):
-            await link(stub, http, cluster.sandbox, sid, strategy, f"62822{k:08d}")
+            await link(stub, http, cluster.sandbox, sid, f"62822{k:08d}", MD, strategy=strategy)
             await stub.StopSession(mesh_pb2.StopSessionRequest(session_id=sid), metadata=MD)
         for sid, _strategy, name in plan:  # interleaved, so both see the same machine
             got = await stub.GetSession(mesh_pb2.GetSessionRequest(session_id=sid), metadata=MD)
@@ -179,7 +156,15 @@ async def failover(cluster: Cluster, n: int) -> tuple[list[float], int, int, str
         for start in range(0, n, 5):
             await asyncio.gather(
                 *(
-                    link(stub, http, cluster.sandbox, sid, pb.REMOTE, f"62833{int(sid[2:]):08d}")
+                    link(
+                        stub,
+                        http,
+                        cluster.sandbox,
+                        sid,
+                        f"62833{int(sid[2:]):08d}",
+                        MD,
+                        strategy=pb.REMOTE,
+                    )
                     for sid in ids[start : start + 5]
                 )
             )

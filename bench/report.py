@@ -41,7 +41,8 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}, {chromium}; "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC"
+        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; load average {os.getloadavg()[0]:.1f} "
+        "at the start (other work on the machine shares its cores)"
     )
 
 

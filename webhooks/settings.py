@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,16 +10,12 @@ from pathlib import Path
 from node.crypto import ENV_NAME as SNAPSHOT_KEY_ENV
 from node.crypto import SnapshotKeys
 from sessionmesh.config import ConfigError, env_bool, env_float, env_int, env_str
+from sessionmesh.retry import RetryPolicy as Backoff
 
 KEY_ENV = "MESH_WEBHOOK_KEY"
 RETRY_AFTER_CAP = 3600.0  # a receiver's Retry-After is honoured up to an hour
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-# Jitter draws from its own generator: the global one belongs to the caller (a seeded test,
-# a property-based test that checks nobody else draws from it while it generates input).
-_JITTER = random.Random()
 
 
 @dataclass(frozen=True)
@@ -38,8 +33,8 @@ class RetryPolicy:
         A receiver's Retry-After wins when it asks for longer (up to an hour)."""
         if failures >= self.tries:
             return None
-        base = min(self.cap, self.first * 2 ** max(0, failures - 1))
-        wait = base * (1 + _JITTER.uniform(-self.jitter, self.jitter))
+        backoff = Backoff(first=self.first, cap=self.cap, multiplier=2.0, jitter=self.jitter)
+        wait = backoff.delay(failures)
         if retry_after is not None:
             wait = max(wait, min(retry_after, RETRY_AFTER_CAP))
         return max(0.0, float(wait))

@@ -54,9 +54,11 @@ TRANSPORT_CODES = frozenset(
 )
 
 
-def channel_options(settings: RouterSettings) -> list[tuple[str, int]]:
-    """Client-side channel options: keepalive for long streams, quick reconnects."""
+def channel_options(settings: RouterSettings) -> list[tuple[str, str | int]]:
+    """Client-side channel options: keepalive for long streams, quick reconnects, and the name
+    a node's certificate must carry (MESH_MTLS_NODE_NAME)."""
     return [
+        *settings.security.node_channel_options(),
         ("grpc.keepalive_time_ms", int(settings.keepalive_time * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout * 1000)),
         # gRPC 1.85 waits for a ping's answer by this one (60 s by default), not the above: a

@@ -33,7 +33,7 @@ from sessionmesh import retry
 from sessionmesh.config import ConfigError
 from sessionmesh.retry import RetryPolicy
 from sessionmesh.schema import LIVE_STATES
-from sessionmesh.telemetry import client_interceptors
+from sessionmesh.telemetry import traced_stub
 from sessionmesh.v1 import common_pb2, mesh_pb2, node_pb2, node_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -103,17 +103,13 @@ class NodeClient:
         credentials = settings.security.node_channel_credentials()
         if credentials is not None:  # mutual TLS: our certificate, the mesh's CA
             self._channel = grpc.aio.secure_channel(
-                address,
-                credentials,
-                options=channel_options(settings),
-                interceptors=client_interceptors(),
+                address, credentials, options=channel_options(settings)
             )
         else:
-            self._channel = grpc.aio.insecure_channel(
-                address, options=channel_options(settings), interceptors=client_interceptors()
-            )
+            self._channel = grpc.aio.insecure_channel(address, options=channel_options(settings))
         self._metadata = settings.security.node_metadata()
-        self.stub = node_pb2_grpc.SessionNodeStub(self._channel)
+        # A client span and trace context on each call (health and status polls untraced).
+        self.stub = traced_stub(node_pb2_grpc.SessionNodeStub(self._channel))
         self._health_stub = health_pb2_grpc.HealthStub(self._channel)
 
     @property

@@ -190,7 +190,7 @@ def main() -> None:
     per_pss = (r["pss1"] - r["pss0"]) * MIB / n / 1024
     body = "\n".join(
         [
-            "## Router memory with 5,000 watch streams (`bench/router_streams.py`)",
+            f"## Router memory with {n:,} watch streams (`bench/router_streams.py`)",
             "",
             f"`python bench/router_streams.py --streams {n} --sessions {args.sessions} "
             f"--hold {args.hold:g}{' --tls' if args.tls else ''}`. Machine: {machine()}. "

@@ -176,11 +176,27 @@ def build_telemetry(
         readers.append(PrometheusMetricReader(registry=registry))
         server = start_http_server(prometheus_port, addr=prometheus_host, registry=registry)
         exporters.append("prometheus")
-    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = _TracerProvider(resource=resource)
     for processor in processors:
         tracer_provider.add_span_processor(processor)
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     return Telemetry(tracer_provider, meter_provider, exporters=exporters, metrics_server=server)
+
+
+class _TracerProvider(TracerProvider):
+    """The SDK's provider, knowing whether anything receives its spans: with no processor,
+    the RPC hot path makes none (the trace context still passes through)."""
+
+    has_processors = False
+
+    def add_span_processor(self, span_processor: SpanProcessor) -> None:
+        super().add_span_processor(span_processor)
+        self.has_processors = True
+
+
+def _recording() -> bool:
+    """Whether spans made now would reach anything (another provider: assume they would)."""
+    return bool(getattr(trace.get_tracer_provider(), "has_processors", True))
 
 
 def setup_telemetry(
@@ -402,12 +418,17 @@ class RpcTelemetry(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return handler
 
-    def _start(self, method: str, context: Any) -> Span:
+    def _start(self, method: str, context: Any) -> tuple[Span | None, otel_context.Context | None]:
+        """The call's server span (None when nothing would receive it) and the context to
+        run it in: the span's, else the caller's trace context if it sent one, else None."""
         carrier = {k: v for k, v in context.invocation_metadata() or () if k in _TRACE_KEYS}
         parent = propagate.extract(carrier) if carrier else None
-        return _tracer.start_span(
+        if not _recording():
+            return None, parent
+        span = _tracer.start_span(
             method, context=parent, kind=SpanKind.SERVER, attributes=_rpc_attributes(method)
         )
+        return span, trace.set_span_in_context(span, parent)
 
     def _unary(self, method: str, traced: bool, behavior: Handler) -> Handler:
         name = method.rpartition("/")[2]
@@ -415,8 +436,8 @@ class RpcTelemetry(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def measured(request: Any, context: Any) -> Any:
             begin = time.perf_counter()
-            span = self._start(method, context) if traced else None
-            token = otel_context.attach(trace.set_span_in_context(span)) if span else None
+            span, ctx = self._start(method, context) if traced else (None, None)
+            token = otel_context.attach(ctx) if ctx is not None else None
             code = "OK"
             try:
                 return await behavior(request, context)
@@ -439,8 +460,7 @@ class RpcTelemetry(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         name = method.rpartition("/")[2]
 
         async def counted(request: Any, context: Any) -> Any:
-            span = self._start(method, context) if traced else None
-            ctx = trace.set_span_in_context(span) if span else None
+            span, ctx = self._start(method, context) if traced else (None, None)
             stream = behavior(request, context)
             code = "OK"
             try:
@@ -499,9 +519,14 @@ def traced_stub(stub: _S) -> _S:
     return stub
 
 
-def _client_span(method: str, metadata: Any) -> tuple[Span, tuple[tuple[str, str], ...]]:
-    span = _tracer.start_span(method, kind=SpanKind.CLIENT, attributes=_rpc_attributes(method))
+def _client_span(method: str, metadata: Any) -> tuple[Span | None, tuple[tuple[str, str], ...]]:
+    """A client span (None when nothing would receive it) and the call's metadata with the
+    trace context added: the span's, else the current one's, if any."""
     carrier: dict[str, str] = {}
+    if not _recording():
+        propagate.inject(carrier)
+        return None, (*(metadata or ()), *carrier.items())
+    span = _tracer.start_span(method, kind=SpanKind.CLIENT, attributes=_rpc_attributes(method))
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     return span, (*(metadata or ()), *carrier.items())
 
@@ -513,6 +538,8 @@ class _TracedUnary:
 
     async def __call__(self, request: Any, *, metadata: Any = None, **kwargs: Any) -> Any:
         span, metadata = _client_span(self._method, metadata)
+        if span is None:
+            return await self._inner(request, metadata=metadata, **kwargs)
         try:
             return await self._inner(request, metadata=metadata, **kwargs)
         except grpc.aio.AioRpcError as e:
@@ -533,6 +560,8 @@ class _TracedStream:
 
     def __call__(self, request: Any, *, metadata: Any = None, **kwargs: Any) -> Any:
         span, metadata = _client_span(self._method, metadata)
+        if span is None:
+            return self._inner(request, metadata=metadata, **kwargs)
         try:
             call = self._inner(request, metadata=metadata, **kwargs)
         except BaseException:

@@ -41,6 +41,7 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         self.takeovers: list[tuple[str, str]] = []
         self.handed_off: list[tuple[str, str]] = []
         self.list_calls = 0
+        self.last_metadata: dict[str, Any] = {}  # of the last GetSession
         self.sessions: dict[tuple[str, str], pb.Session] = {}
         self.events: dict[tuple[str, str], list[pb.SessionEvent]] = {}
         self._changed = asyncio.Condition()
@@ -116,6 +117,7 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         return session
 
     async def GetSession(self, request: Any, context: grpc.aio.ServicerContext) -> pb.Session:
+        self.last_metadata = dict(context.invocation_metadata() or ())
         return await self._get(request, context)
 
     async def StopSession(self, request: Any, context: grpc.aio.ServicerContext) -> pb.Session:

@@ -3,7 +3,9 @@ trace, a client span toward the node under it, streams that end cleanly, polls u
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from sessionmesh import telemetry
+from sessionmesh.procs import ProcessGroup, wait_serving
 from sessionmesh.telemetry import setup_telemetry
 from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
 from tests.conftest import TOKENS
@@ -89,3 +92,45 @@ async def test_router_spans_continue_the_callers_trace_and_streams_end_cleanly(
     assert failed[-1].attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
     names = {s.name for s in spans.get_finished_spans()}
     assert not {n for n in names if "GetNodeStatus" in n or "grpc.health" in n}
+
+
+async def test_a_router_that_exports_nowhere_passes_the_callers_trace_on_untouched(
+    tmp_path: Path, fake_nodes: Any
+) -> None:
+    """`mesh-router` with no exporter makes no spans on the RPC path (nothing would receive
+    them), yet the node still gets the caller's trace context, as the caller sent it."""
+    node = await fake_nodes()
+    address = f"127.0.0.1:{free_port()}"
+    group = ProcessGroup(tmp_path / "logs")
+    env = {
+        "MESH_ROUTER_LISTEN": address,
+        "MESH_NODES": node.address,
+        "MESH_API_TOKENS": f"acme:{TOKENS['acme']}",
+        "MESH_NODE_POLL_INTERVAL": "0.1",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "",
+    }
+    proc = group.spawn("router", ["mesh-router"], env)
+    try:
+        await asyncio.to_thread(wait_serving, address, proc, "router")
+        metadata = (
+            ("authorization", f"Bearer {TOKENS['acme']}"),
+            ("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),
+        )
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = mesh_pb2_grpc.SessionMeshStub(channel)
+
+            async def created() -> bool:
+                try:
+                    request = mesh_pb2.CreateSessionRequest(session_id="t2")
+                    await stub.CreateSession(request, metadata=metadata, timeout=10)
+                except grpc.aio.AioRpcError as e:
+                    if e.code() != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    return False  # the router has not polled the node yet
+                return True
+
+            await wait_for(created, what="a session created through the router")
+            await stub.GetSession(mesh_pb2.GetSessionRequest(session_id="t2"), metadata=metadata)
+        assert node.last_metadata.get("traceparent") == f"00-{TRACE_ID}-{PARENT_ID}-01"
+    finally:
+        await asyncio.to_thread(group.stop_all, 10)

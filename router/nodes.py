@@ -100,6 +100,8 @@ class NodeClient:
         self._timeout = settings.node_timeout
         self._status_timeout = status_deadline(settings)
         self._takeover_timeout = settings.takeover_timeout
+        # The one place a channel to a node is made: never in clear off loopback.
+        settings.security.check_node_address(address, f"node {node_id or address}")
         credentials = settings.security.node_channel_credentials()
         if credentials is not None:  # mutual TLS: our certificate, the mesh's CA
             self._channel = grpc.aio.secure_channel(

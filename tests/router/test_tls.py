@@ -17,13 +17,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from console.client import MeshClient
 from console.errors import ConfigError as ConsoleConfigError
 from console.settings import ConsoleSettings
+from router.nodes import NodeClient
 from router.settings import RouterSettings
 from sessionmesh import meshctl
 from sessionmesh.certs import Authority
 from sessionmesh.config import ConfigError
 from sessionmesh.tls import TransportSecurity
 from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
-from tests.conftest import TOKENS
+from tests.conftest import TOKENS, router_settings
 
 BASE = {"MESH_NODES": "127.0.0.1:50061", "MESH_API_TOKENS": f"acme:{TOKENS['acme']}"}
 
@@ -113,6 +114,10 @@ def test_the_insecure_flag_never_lets_a_router_call_a_node_off_loopback_in_clear
     with pytest.raises(ConfigError, match="mutual TLS"):
         security.check_node_address("10.0.0.7:50061", "the heartbeat of node-1")
     security.check_node_address("127.0.0.1:50061")  # loopback development stays open
+    # And the node client itself refuses, whatever path an address came by.
+    loopback = router_settings(["127.0.0.1:50061"], security=security)
+    with pytest.raises(ConfigError, match="mutual TLS"):
+        NodeClient("10.0.0.7:50061", loopback, static=False, node_id="node-9")
     ca = Authority(tmp_path / "ca")
     mtls = {**insecure, **ca.mtls_env(ca.issue("router-1", role="router"))}
     assert RouterSettings.from_env(mtls).security.mutual is not None

@@ -1,11 +1,13 @@
 """A throwaway certificate authority for `make cluster`, compose, tests and benchmarks.
 
-    python -m sessionmesh.certs [--days N] [--per-name] [--keep] DIR NAME[=host,host] ...
+    python -m sessionmesh.certs [--days N] [--per-name [--ca-only NAME]] [--keep] \
+        DIR NAME[=host,host] ...
 
 writes `ca.pem` and, per name, `NAME.pem` and `NAME-key.pem` (mode 0600) into DIR; a NAME that
 starts with `router` gets the router role, any other the node role. With `--per-name` each
 name gets a folder of its own, `DIR/NAME/` holding `ca.pem`, `cert.pem` and `key.pem` (one
-volume per process: no process holds another's key). `--keep` leaves DIR as it is when every
+volume per process: no process holds another's key), and `--ca-only NAME` a folder with the
+CA alone, for a client that only verifies. `--keep` leaves DIR as it is when every
 file is already there. The CA's key is never written: nothing can be signed later. Production
 should use its own PKI; these certificates live a week unless `--days` says otherwise.
 
@@ -157,6 +159,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--days", type=int, default=VALID_FOR.days, help="validity (default 7)")
     parser.add_argument("--per-name", action="store_true", help="DIR/NAME/{ca,cert,key}.pem")
     parser.add_argument("--keep", action="store_true", help="do nothing if every file exists")
+    parser.add_argument(
+        "--ca-only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --per-name: DIR/NAME/ca.pem alone, for a client that only verifies",
+    )
     parser.add_argument("dir", type=Path)
     parser.add_argument("names", nargs="+", metavar="NAME[=host,host]")
     return parser
@@ -169,8 +178,12 @@ def main(argv: list[str]) -> int:
         return 2
     specs = [(name, hosts) for name, _, hosts in (s.partition("=") for s in args.names)]
     root: Path = args.dir
+    if args.ca_only and not args.per_name:
+        print("--ca-only needs --per-name", file=sys.stderr)
+        return 2
     if args.per_name:
         wanted = [root / name / f for name, _ in specs for f in ("ca.pem", "cert.pem", "key.pem")]
+        wanted += [root / name / "ca.pem" for name in args.ca_only]
     else:
         wanted = [root / "ca.pem"]
         wanted += [root / f for name, _ in specs for f in (f"{name}.pem", f"{name}-key.pem")]
@@ -193,6 +206,10 @@ def main(argv: list[str]) -> int:
             print(folder)
         else:
             print(f"{issued.cert} {issued.key}")
+    for name in args.ca_only:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        _write(root / name / "ca.pem", ca.ca.read_bytes())
+        print(root / name)
     if args.per_name:
         ca.ca.unlink()
     else:

@@ -230,12 +230,26 @@ def test_compose_runs_nodes_on_mutual_tls_from_the_certs_volumes() -> None:
             assert "MESH_HEALTH_LISTEN" in " ".join(service["healthcheck"]["test"])
         else:
             assert made["router"] == mounts(service)["/etc/mesh/mtls"]
+            # The public API over TLS too, and health checks on the plaintext health port.
+            assert env["MESH_TLS_CERT"] == "/etc/mesh/mtls/cert.pem"
+            assert env["MESH_TLS_KEY"] == "/etc/mesh/mtls/key.pem"
+            assert env["MESH_HEALTH_LISTEN"].startswith("127.0.0.1:")
+            assert "MESH_HEALTH_LISTEN" in " ".join(service["healthcheck"]["test"])
         assert f"{mounts(service)['/etc/mesh/mtls']}:/etc/mesh/mtls:ro" in service["volumes"]
         for var, file in (("CERT", "cert.pem"), ("KEY", "key.pem"), ("CA", "ca.pem")):
             assert env[f"MESH_MTLS_{var}"] == f"/etc/mesh/mtls/{file}", name
     for cert, volume in made.items():
         expected = {"certs", cert} if cert != "router" else {"certs", "router-1", "router-2"}
         assert users[volume] == expected, f"{volume} is mounted by {users[volume]}"
+    # No process takes the insecure flag; the console verifies the routers with the CA alone.
+    assert "MESH_ALLOW_INSECURE" not in COMPOSE.read_text()
+    assert "--ca-only console" in command
+    console = services["console"]
+    assert console["environment"]["MESH_TLS_CA"] == "/etc/mesh/tls/ca.pem"
+    assert mounts(console)["/etc/mesh/tls"] == made["console"]
+    router_names = re.search(r"\brouter=(\S+)", command)
+    assert router_names is not None
+    assert {"router-1", "router-2", "127.0.0.1"} <= set(router_names.group(1).split(","))
     for i in (1, 2, 3):
         assert services[f"node-{i}"]["depends_on"]["certs"] == {
             "condition": "service_completed_successfully"

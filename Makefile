@@ -81,6 +81,7 @@ bench: setup
 	$(BIN)/python bench/messages.py
 	$(BIN)/python bench/browser_models.py
 	$(BIN)/python bench/router_overhead.py
+	$(BIN)/python bench/router_streams.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -43,6 +43,7 @@ from tests.helpers import free_port
 TOKEN = "bench-token-0123456789abcdef"
 MD = (("authorization", f"Bearer {TOKEN}"),)
 SECRET = "bench-node-secret-0123456789"
+ROUNDS = 10
 
 
 @dataclass
@@ -145,9 +146,10 @@ async def measure(mesh: Mesh, calls: int, streams: int) -> tuple[Figures, Figure
                 out.append((time.perf_counter() - t0) * 1000)
             return out
 
-        # Interleaved in rounds, so that load from elsewhere falls on both alike.
+        # Interleaved in rounds, so that load from elsewhere falls on both alike (short rounds:
+        # on a shared machine the load changes within a minute).
         r_unary, n_unary, r_stream, n_stream = [], [], [], []
-        rounds = 4
+        rounds = ROUNDS
         for _ in range(rounds):
             r_unary += await times(via_router, calls // rounds)
             n_unary += await times(at_node, calls // rounds)
@@ -226,7 +228,9 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=200)
     ap.add_argument("--profile", default=os.environ.get("MESH_BENCH_PROFILE"))
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
     results = run(args)
+    load_after = os.getloadavg()[0]
     if args.profile:
         for name in results:
             path = Path(args.profile) / f"router-{name}.txt"
@@ -239,7 +243,8 @@ def main() -> None:
         "",
         f"Machine: {machine()}. One node, one router and the sandbox as processes on loopback; "
         f"{args.calls} GetSession calls and {args.streams} WatchSession setups (call to first "
-        "event) each way, one at a time, interleaved in 4 rounds. `plain`: no TLS (the node "
+        f"event) each way, one at a time, interleaved in {ROUNDS} rounds; load average "
+        f"{load_before:.1f} at the start, {load_after:.1f} at the end. `plain`: no TLS (the node "
         "checks a shared secret); `tls`: TLS on the router's API, mutual TLS router to node "
         "(the node answered directly over mTLS too). Overhead = through the router minus at "
         "the node, per percentile.",

@@ -28,6 +28,7 @@ from node.warm import WarmPages
 from sessionmesh import telemetry
 from sessionmesh.config import join_address, split_address
 from sessionmesh.latency import LatencyTable
+from sessionmesh.probes import start_health_server
 from sessionmesh.rpc import queue_options
 from sessionmesh.v1 import common_pb2 as pb
 from sessionmesh.v1 import node_pb2, node_pb2_grpc
@@ -56,6 +57,8 @@ class NodeServer:
         self.node_id = settings.node_id
         self.address = ""
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self.health_address = ""  # MESH_HEALTH_LISTEN, once started; "": none
         self._health = health.aio.HealthServicer()
         self._pool = BrowserPool(executable=settings.chromium_path)
         self._memory = BrowserMemory()
@@ -163,6 +166,10 @@ class NodeServer:
         self.address = join_address(host, port)
         await server.start()
         self._server = server
+        if self.settings.security.health_listen:
+            self._health_server, self.health_address = await start_health_server(
+                self._health, self.settings.security.health_listen
+            )
         self._unwatch = telemetry.mesh_metrics().watch_node(
             self.node_id, self.host, self._pool, self._memory.get
         )
@@ -206,6 +213,8 @@ class NodeServer:
             await asyncio.shield(self.membership.aclose(deregister=True))
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace)
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         if self.warm is not None:
             await self.warm.aclose()
         await self._pool.aclose()

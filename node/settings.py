@@ -67,7 +67,8 @@ class NodeSettings:
     heartbeat_interval: float = 1.0
     heartbeat_ttl: float = 3.0
     lease_ttl: float = 6.0
-    # MESH_MTLS_CERT/KEY/CA, MESH_ALLOW_INSECURE, MESH_NODE_SECRET (sessionmesh/tls.py)
+    # MESH_MTLS_CERT/KEY/CA (required off loopback), MESH_NODE_SECRET (loopback only),
+    # MESH_HEALTH_LISTEN (sessionmesh/tls.py)
     security: TransportSecurity = field(default_factory=TransportSecurity)
     # MESH_WEBHOOK_*: the outbox (Redis, else MESH_WEBHOOK_DB) this node publishes to and
     # delivers from; its key falls back to MESH_SNAPSHOT_KEY.

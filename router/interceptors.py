@@ -40,6 +40,9 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, tokens: TokenTable, open_services: tuple[str, ...] = ()) -> None:
         self._tokens = tokens
         self._open = tuple(f"/{name}/" for name in open_services)
+        # method -> (the handler it guarded, the guarded one): grpc asks for every call, and a
+        # server's handler for a method does not change, so each is wrapped once.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -54,6 +57,14 @@ class Guard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler  # health and reflection: open, nothing to guard
         if not method.startswith(GUARDED_PREFIX):
             return refusal(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not served here")
+        known = self._guarded.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        guarded = self._guard(method, handler)
+        self._guarded[method] = (handler, guarded)
+        return guarded
+
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.unary_unary is not None:
             return with_behavior(handler, method, unary_unary=self._unary(handler.unary_unary))
         if handler.unary_stream is not None:

@@ -33,7 +33,7 @@ from sessionmesh import retry
 from sessionmesh.config import ConfigError
 from sessionmesh.retry import RetryPolicy
 from sessionmesh.schema import LIVE_STATES
-from sessionmesh.telemetry import client_interceptors
+from sessionmesh.telemetry import traced_stub
 from sessionmesh.v1 import common_pb2, mesh_pb2, node_pb2, node_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,11 @@ TRANSPORT_CODES = frozenset(
 )
 
 
-def channel_options(settings: RouterSettings) -> list[tuple[str, int]]:
-    """Client-side channel options: keepalive for long streams, quick reconnects."""
+def channel_options(settings: RouterSettings) -> list[tuple[str, str | int]]:
+    """Client-side channel options: keepalive for long streams, quick reconnects, and the name
+    a node's certificate must carry (MESH_MTLS_NODE_NAME)."""
     return [
+        *settings.security.node_channel_options(),
         ("grpc.keepalive_time_ms", int(settings.keepalive_time * 1000)),
         ("grpc.keepalive_timeout_ms", int(settings.keepalive_timeout * 1000)),
         # gRPC 1.85 waits for a ping's answer by this one (60 s by default), not the above: a
@@ -98,20 +100,18 @@ class NodeClient:
         self._timeout = settings.node_timeout
         self._status_timeout = status_deadline(settings)
         self._takeover_timeout = settings.takeover_timeout
+        # The one place a channel to a node is made: never in clear off loopback.
+        settings.security.check_node_address(address, f"node {node_id or address}")
         credentials = settings.security.node_channel_credentials()
         if credentials is not None:  # mutual TLS: our certificate, the mesh's CA
             self._channel = grpc.aio.secure_channel(
-                address,
-                credentials,
-                options=channel_options(settings),
-                interceptors=client_interceptors(),
+                address, credentials, options=channel_options(settings)
             )
         else:
-            self._channel = grpc.aio.insecure_channel(
-                address, options=channel_options(settings), interceptors=client_interceptors()
-            )
+            self._channel = grpc.aio.insecure_channel(address, options=channel_options(settings))
         self._metadata = settings.security.node_metadata()
-        self.stub = node_pb2_grpc.SessionNodeStub(self._channel)
+        # A client span and trace context on each call (health and status polls untraced).
+        self.stub = traced_stub(node_pb2_grpc.SessionNodeStub(self._channel))
         self._health_stub = health_pb2_grpc.HealthStub(self._channel)
 
     @property

@@ -20,6 +20,7 @@ from router.service import SessionMeshService
 from router.settings import RouterSettings
 from sessionmesh import telemetry
 from sessionmesh.config import join_address, split_address
+from sessionmesh.probes import start_health_server
 from sessionmesh.redis_conn import create_redis
 from sessionmesh.rpc import queue_options
 from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
@@ -78,6 +79,8 @@ class RouterServer:
         self.service.webhooks = Registry(store, TargetGuard(settings.webhooks.allow), why)
         self._health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self.health_address = ""  # MESH_HEALTH_LISTEN, once started; "": none
         self._port = 0
         self._state = "new"
         self._unwatch: Callable[[], None] | None = None
@@ -131,6 +134,10 @@ class RouterServer:
             raise OSError(f"cannot listen on {self.settings.listen} (MESH_ROUTER_LISTEN)")
         self._server = server
         await server.start()
+        if self.settings.security.health_listen:
+            self._health_server, self.health_address = await start_health_server(
+                self._health, self.settings.security.health_listen
+            )
         self._unwatch = telemetry.mesh_metrics().watch_router(lambda: self.pool.clients)
         for name in ("", SERVICE_NAME):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -156,6 +163,8 @@ class RouterServer:
         if self._server is not None:
             # Open WatchSession streams never finish on their own; stop() cancels them at grace.
             await asyncio.shield(self._server.stop(self.settings.grace))
+        if self._health_server is not None:
+            await self._health_server.stop(None)
         await self.pool.aclose()
         await self._close_redis()
         if self._unwatch is not None:

@@ -68,8 +68,9 @@ class RouterSettings:
     failover_parallelism: int = 4  # MESH_FAILOVER_PARALLELISM: takeovers at once
     admin_tenants: frozenset[str] = frozenset()  # MESH_ADMIN_TENANTS: may call DrainNode
     member_poll_interval: float = 1.0  # MESH_MEMBER_POLL_INTERVAL (s): reads of the members
-    # MESH_TLS_CERT/KEY (public API), MESH_MTLS_CERT/KEY/CA (toward nodes), MESH_ALLOW_INSECURE,
-    # MESH_NODE_SECRET (loopback development)
+    # MESH_TLS_CERT/KEY (public API), MESH_MTLS_CERT/KEY/CA and MESH_MTLS_NODE_NAME (toward
+    # nodes: required off loopback), MESH_ALLOW_INSECURE (the public API only),
+    # MESH_NODE_SECRET (loopback development), MESH_HEALTH_LISTEN (sessionmesh/tls.py)
     security: TransportSecurity = field(default_factory=TransportSecurity)
     # MESH_MAX_CONCURRENT_RPCS: calls (watch streams included) in flight at once
     max_concurrent_rpcs: int = 20_000

@@ -1,9 +1,15 @@
-"""A throwaway certificate authority for `make cluster`, tests and benchmarks (`cryptography`).
+"""A throwaway certificate authority for `make cluster`, compose, tests and benchmarks.
 
-`python -m sessionmesh.certs DIR NAME[=host,host] ...` writes `ca.pem` and, per name,
-`NAME.pem` and `NAME-key.pem` (mode 0600) into DIR; a NAME that starts with `router` gets the
-router role, any other the node role. Production should use its own PKI; these certificates
-live a week.
+    python -m sessionmesh.certs [--days N] [--per-name [--ca-only NAME]] [--keep] \
+        DIR NAME[=host,host] ...
+
+writes `ca.pem` and, per name, `NAME.pem` and `NAME-key.pem` (mode 0600) into DIR; a NAME that
+starts with `router` gets the router role, any other the node role. With `--per-name` each
+name gets a folder of its own, `DIR/NAME/` holding `ca.pem`, `cert.pem` and `key.pem` (one
+volume per process: no process holds another's key), and `--ca-only NAME` a folder with the
+CA alone, for a client that only verifies. `--keep` leaves DIR as it is when every
+file is already there. The CA's key is never written: nothing can be signed later. Production
+should use its own PKI; these certificates live a week unless `--days` says otherwise.
 
 Roles: each certificate names its process's role in a URI SAN (`spiffe://session-mesh/router`,
 `.../node`), the way SPIFFE names workloads; a node answers only callers whose certificate
@@ -13,6 +19,7 @@ call another node.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import ipaddress
 import sys
@@ -67,8 +74,9 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
 class Authority:
     """A CA in `root`: `issue(name, hosts)` signs a certificate valid as server and client."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, valid_for: dt.timedelta = VALID_FOR) -> None:
         self.root = root
+        self.valid_for = valid_for
         root.mkdir(parents=True, exist_ok=True)
         self._key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
@@ -79,7 +87,7 @@ class Authority:
             .public_key(self._key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + VALID_FOR)
+            .not_valid_after(now + self.valid_for)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -119,7 +127,7 @@ class Authority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + VALID_FOR)
+            .not_valid_after(now + self.valid_for)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
@@ -144,17 +152,68 @@ class Authority:
         }
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sessionmesh.certs", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--days", type=int, default=VALID_FOR.days, help="validity (default 7)")
+    parser.add_argument("--per-name", action="store_true", help="DIR/NAME/{ca,cert,key}.pem")
+    parser.add_argument("--keep", action="store_true", help="do nothing if every file exists")
+    parser.add_argument(
+        "--ca-only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with --per-name: DIR/NAME/ca.pem alone, for a client that only verifies",
+    )
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("names", nargs="+", metavar="NAME[=host,host]")
+    return parser
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2:
-        print(__doc__, file=sys.stderr)
+    args = _parser().parse_args(argv)
+    if args.days < 1:
+        print("--days must be at least 1", file=sys.stderr)
         return 2
-    ca = Authority(Path(argv[0]))
-    for spec in argv[1:]:
-        name, _, hosts = spec.partition("=")
+    specs = [(name, hosts) for name, _, hosts in (s.partition("=") for s in args.names)]
+    root: Path = args.dir
+    if args.ca_only and not args.per_name:
+        print("--ca-only needs --per-name", file=sys.stderr)
+        return 2
+    if args.per_name:
+        wanted = [root / name / f for name, _ in specs for f in ("ca.pem", "cert.pem", "key.pem")]
+        wanted += [root / name / "ca.pem" for name in args.ca_only]
+    else:
+        wanted = [root / "ca.pem"]
+        wanted += [root / f for name, _ in specs for f in (f"{name}.pem", f"{name}-key.pem")]
+    if args.keep and all(p.exists() for p in wanted):
+        print(f"{root}: every certificate is there, kept")
+        return 0
+    ca = Authority(root, dt.timedelta(days=args.days))
+    for name, hosts in specs:
         role = "router" if name.startswith("router") else "node"
         issued = ca.issue(name, [h for h in hosts.split(",") if h] or None, role=role)
-        print(f"{issued.cert} {issued.key}")
-    print(ca.ca)
+        if args.per_name:
+            folder = root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            # Written, not moved: each folder may be a volume of its own (another filesystem).
+            _write(folder / "ca.pem", ca.ca.read_bytes())
+            _write(folder / "cert.pem", issued.cert.read_bytes())
+            _write(folder / "key.pem", issued.key.read_bytes(), 0o600)
+            issued.cert.unlink()
+            issued.key.unlink()
+            print(folder)
+        else:
+            print(f"{issued.cert} {issued.key}")
+    for name in args.ca_only:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        _write(root / name / "ca.pem", ca.ca.read_bytes())
+        print(root / name)
+    if args.per_name:
+        ca.ca.unlink()
+    else:
+        print(ca.ca)
     return 0
 
 

@@ -6,9 +6,17 @@
     MESH_MTLS_CA                     the CA every router and node certificate is signed by
     MESH_MTLS_ROUTER_ID              nodes: the identity a caller's certificate must carry (a URI
                                      or DNS SAN, or the CN); default spiffe://session-mesh/router
-    MESH_ALLOW_INSECURE              true: a non-loopback address may go without TLS
+    MESH_MTLS_NODE_NAME              routers: the name a node's certificate must carry, when
+                                     nodes are dialled by an address no certificate names (a
+                                     pod IP); default: the address dialled
+    MESH_ALLOW_INSECURE              true: the router's public API may go without TLS off
+                                     loopback. Never between routers and nodes: a node off
+                                     loopback refuses to start without mTLS, and a router
+                                     refuses to call one without it
     MESH_NODE_SECRET                 loopback development only: a shared secret routers send
                                      and nodes check (in constant time) instead of mTLS
+    MESH_HEALTH_LISTEN               host:port of a plaintext port serving grpc.health.v1 and
+                                     nothing else, for probes that speak no TLS (Kubernetes')
 
 A bad or missing file fails at start-up naming its variable; key material never appears in a
 `repr` or a log line.
@@ -75,6 +83,8 @@ class TransportSecurity:
     allow_insecure: bool = False  # MESH_ALLOW_INSECURE
     node_secret: str = field(default="", compare=False)  # MESH_NODE_SECRET
     router_id: str = ROUTER_ID  # MESH_MTLS_ROUTER_ID: what a node requires of its callers
+    node_name: str = ""  # MESH_MTLS_NODE_NAME: what a router requires of a node's certificate
+    health_listen: str = ""  # MESH_HEALTH_LISTEN: plaintext grpc.health.v1 only; "": none
 
     def __repr__(self) -> str:
         return (
@@ -90,6 +100,12 @@ class TransportSecurity:
             raise ConfigError("MESH_MTLS_CA is required with MESH_MTLS_CERT: the mesh's CA")
         if mutual is None and env.get("MESH_MTLS_CA", "").strip():
             raise ConfigError("MESH_MTLS_CA is set but MESH_MTLS_CERT and MESH_MTLS_KEY are not")
+        node_name = env.get("MESH_MTLS_NODE_NAME", "").strip()
+        if node_name and mutual is None:
+            raise ConfigError("MESH_MTLS_NODE_NAME is set but MESH_MTLS_CERT is not")
+        health_listen = env.get("MESH_HEALTH_LISTEN", "").strip()
+        if health_listen:
+            split_address(health_listen, "MESH_HEALTH_LISTEN", allow_port_zero=True)
         secret = env.get("MESH_NODE_SECRET", "").strip()
         if secret and len(secret) < MIN_SECRET_LENGTH:
             raise ConfigError(
@@ -103,26 +119,28 @@ class TransportSecurity:
             allow_insecure=env_bool(env, "MESH_ALLOW_INSECURE", False),
             node_secret=secret,
             router_id=env.get("MESH_MTLS_ROUTER_ID", "").strip() or ROUTER_ID,
+            node_name=node_name,
+            health_listen=health_listen,
         )
 
     # -- checks at start-up ----------------------------------------------------------------
 
     def check_node_listen(self, listen: str, var: str = "MESH_NODE_LISTEN") -> None:
-        """A node off loopback needs mTLS (or MESH_ALLOW_INSECURE); the secret is loopback only."""
+        """A node off loopback needs mTLS, with no way around it: MESH_ALLOW_INSECURE is for
+        the router's public API only, and the shared secret is for loopback development."""
         host, _ = split_address(listen, var, allow_port_zero=True)
         if is_loopback(host) or self.mutual is not None:
             return
-        if self.node_secret and not self.allow_insecure:
+        if self.node_secret:
             raise ConfigError(
                 f"{var} {listen} is not a loopback address: MESH_NODE_SECRET is for loopback "
                 "development only; set MESH_MTLS_CERT, MESH_MTLS_KEY and MESH_MTLS_CA"
             )
-        if not self.allow_insecure:
-            raise ConfigError(
-                f"{var} {listen} is not a loopback address and the node has no mutual TLS: "
-                "set MESH_MTLS_CERT, MESH_MTLS_KEY and MESH_MTLS_CA "
-                "(or MESH_ALLOW_INSECURE=true where something else secures the network)"
-            )
+        raise ConfigError(
+            f"{var} {listen} is not a loopback address and the node has no mutual TLS: "
+            "set MESH_MTLS_CERT, MESH_MTLS_KEY and MESH_MTLS_CA (MESH_ALLOW_INSECURE does not "
+            "apply to nodes)"
+        )
 
     def check_public_listen(self, listen: str, var: str = "MESH_ROUTER_LISTEN") -> None:
         host, _ = split_address(listen, var, allow_port_zero=True)
@@ -134,9 +152,10 @@ class TransportSecurity:
         )
 
     def check_node_address(self, address: str, var: str = "MESH_NODES") -> None:
-        """A router calls a node off loopback only over mTLS (or MESH_ALLOW_INSECURE)."""
+        """A router calls a node off loopback only over mTLS (MESH_ALLOW_INSECURE does not
+        change that: it is for the public API)."""
         host, _ = split_address(address, var)
-        if is_loopback(host) or self.mutual is not None or self.allow_insecure:
+        if is_loopback(host) or self.mutual is not None:
             return
         raise ConfigError(
             f"{var} names {address}, which is not a loopback address, and the router has no "
@@ -164,6 +183,12 @@ class TransportSecurity:
             private_key=self.mutual.key,
             certificate_chain=self.mutual.cert,
         )
+
+    def node_channel_options(self) -> list[tuple[str, str]]:
+        """Channel options toward nodes: the name their certificate is checked against."""
+        if self.mutual is None or not self.node_name:
+            return []
+        return [("grpc.ssl_target_name_override", self.node_name)]
 
     def public_server_credentials(self) -> grpc.ServerCredentials | None:
         if self.public is None:

@@ -179,7 +179,8 @@ def test_the_schema_refuses_what_compose_would() -> None:
 def test_compose_has_the_make_cluster_shape() -> None:
     services = compose()["services"]
     assert set(services) == {
-        "redis", "sandbox", "node-1", "node-2", "node-3", "router-1", "router-2", "console"
+        "certs", "redis", "sandbox", "node-1", "node-2", "node-3", "router-1", "router-2",
+        "console",
     }  # fmt: skip
     for i in (1, 2, 3):
         node = services[f"node-{i}"]
@@ -194,7 +195,65 @@ def test_compose_has_the_make_cluster_shape() -> None:
     for name, service in services.items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
-        assert "healthcheck" in service, f"{name} has no health check"
+        if service.get("restart") != "no":  # a one-shot (certs) has nothing to check
+            assert "healthcheck" in service, f"{name} has no health check"
+
+
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """A service's named volumes by mount point (short syntax: volume:path[:mode])."""
+    return {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
+
+
+def test_compose_runs_nodes_on_mutual_tls_from_the_certs_volumes() -> None:
+    """No node takes the insecure flag (nodes refuse it anyway); each node and router reads its
+    certificate from a volume the certs service wrote, one volume per certificate, and no other
+    process mounts a node's key."""
+    services = compose()["services"]
+    certs = services["certs"]
+    made = {path.removeprefix("/certs/"): volume for path, volume in mounts(certs).items()}
+    command = " ".join(certs["command"])
+    assert "sessionmesh.certs" in command and "--per-name" in command
+    for name in made:
+        assert re.search(rf"\b{name}\b", command), f"certs does not issue {name}"
+    users: dict[str, set[str]] = {}
+    for name, service in services.items():
+        for volume in mounts(service).values():
+            users.setdefault(volume, set()).add(name)
+        if not (name.startswith("node-") or name.startswith("router-")):
+            continue
+        env = service["environment"]
+        if name.startswith("node-"):
+            assert "MESH_ALLOW_INSECURE" not in env, f"{name} takes MESH_ALLOW_INSECURE"
+            assert made[name] == mounts(service)["/etc/mesh/mtls"]
+            host, _, port = env["MESH_HEALTH_LISTEN"].rpartition(":")
+            assert host == "127.0.0.1" and port != env["MESH_NODE_LISTEN"].rpartition(":")[2]
+            assert "MESH_HEALTH_LISTEN" in " ".join(service["healthcheck"]["test"])
+        else:
+            assert made["router"] == mounts(service)["/etc/mesh/mtls"]
+            # The public API over TLS too, and health checks on the plaintext health port.
+            assert env["MESH_TLS_CERT"] == "/etc/mesh/mtls/cert.pem"
+            assert env["MESH_TLS_KEY"] == "/etc/mesh/mtls/key.pem"
+            assert env["MESH_HEALTH_LISTEN"].startswith("127.0.0.1:")
+            assert "MESH_HEALTH_LISTEN" in " ".join(service["healthcheck"]["test"])
+        assert f"{mounts(service)['/etc/mesh/mtls']}:/etc/mesh/mtls:ro" in service["volumes"]
+        for var, file in (("CERT", "cert.pem"), ("KEY", "key.pem"), ("CA", "ca.pem")):
+            assert env[f"MESH_MTLS_{var}"] == f"/etc/mesh/mtls/{file}", name
+    for cert, volume in made.items():
+        expected = {"certs", cert} if cert != "router" else {"certs", "router-1", "router-2"}
+        assert users[volume] == expected, f"{volume} is mounted by {users[volume]}"
+    # No process takes the insecure flag; the console verifies the routers with the CA alone.
+    assert "MESH_ALLOW_INSECURE" not in COMPOSE.read_text()
+    assert "--ca-only console" in command
+    console = services["console"]
+    assert console["environment"]["MESH_TLS_CA"] == "/etc/mesh/tls/ca.pem"
+    assert mounts(console)["/etc/mesh/tls"] == made["console"]
+    router_names = re.search(r"\brouter=(\S+)", command)
+    assert router_names is not None
+    assert {"router-1", "router-2", "127.0.0.1"} <= set(router_names.group(1).split(","))
+    for i in (1, 2, 3):
+        assert services[f"node-{i}"]["depends_on"]["certs"] == {
+            "condition": "service_completed_successfully"
+        }
 
 
 def test_compose_networks_keep_the_console_to_the_routers() -> None:

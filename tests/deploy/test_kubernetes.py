@@ -236,21 +236,81 @@ def test_certificates_come_from_issuers_and_reach_pods(rendered_all: dict[str, R
 # -- invariants ----------------------------------------------------------------------------------
 
 
-def test_probes_ask_the_health_service_on_the_grpc_port(rendered: Rendered) -> None:
+def test_probes_ask_the_health_service_on_the_plaintext_health_port(rendered: Rendered) -> None:
+    """The kubelet's gRPC probe speaks no TLS: probes go to MESH_HEALTH_LISTEN's port (the
+    health service alone, in clear), never to the API port (mutual TLS on nodes)."""
     for name in MESH:
         kind = "StatefulSet" if name == "mesh-node" else "Deployment"
         container = rendered.one(kind, name)["spec"]["template"]["spec"]["containers"][0]
-        (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == "grpc"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         listen = env(container)["MESH_NODE_LISTEN" if name == "mesh-node" else "MESH_ROUTER_LISTEN"]
-        assert listen["value"].endswith(f":{port}")
-        for probe in ("readinessProbe", "livenessProbe"):
-            spec = container[probe]
-            if "grpc" in spec:
-                assert spec["grpc"] == {"port": port}
-            else:  # TLS: the health service through mesh-healthcheck
-                command = " ".join(spec["exec"]["command"])
-                assert "mesh-healthcheck" in command and f":{port}" in command
-                assert spec["timeoutSeconds"] >= 5
+        assert listen["value"].endswith(f":{ports['grpc']}")
+        health = env(container)["MESH_HEALTH_LISTEN"]["value"]
+        assert health.endswith(f":{ports['health']}") and ports["health"] != ports["grpc"]
+        assert health.startswith("$(POD_IP):"), "the kubelet probes the pod's IP"
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if probe not in container:
+                continue
+            assert container[probe]["grpc"] == {"port": ports["health"]}, f"{name} {probe}"
+            assert "exec" not in container[probe]
+
+
+def mounted_secret(workload: dict[str, Any], container: dict[str, Any], path: str) -> str | None:
+    """The Secret a file path of `container` comes from (through a read-only mount), if any."""
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        if path.startswith(mount["mountPath"].rstrip("/") + "/") and mount.get("readOnly"):
+            secret = volumes[mount["name"]].get("secret")
+            return secret["secretName"] if secret else None
+    return None
+
+
+def test_routers_and_nodes_speak_mutual_tls_from_secrets(rendered: Rendered) -> None:
+    """In every variant: no node takes MESH_ALLOW_INSECURE (nodes would refuse it off loopback
+    anyway), and nodes and routers read MESH_MTLS_CERT/KEY/CA from files mounted from their
+    own Secret; routers check nodes' certificates against a name the nodes' certificate has."""
+    secrets = {"mesh-node": "mesh-node-mtls", "mesh-router": "mesh-router-mtls"}
+    for name in MESH:
+        kind = "StatefulSet" if name == "mesh-node" else "Deployment"
+        workload = rendered.one(kind, name)
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        variables = env(container)
+        if name == "mesh-node":
+            assert "MESH_ALLOW_INSECURE" not in variables, f"{rendered.variant}: nodes take it"
+            assert "MESH_NODE_SECRET" not in variables
+        for var in ("MESH_MTLS_CERT", "MESH_MTLS_KEY", "MESH_MTLS_CA"):
+            path = variables[var]["value"]
+            assert mounted_secret(workload, container, path) == secrets[name], (
+                f"{rendered.variant}: {name} {var}={path} is not from Secret {secrets[name]}"
+            )
+        volume = next(
+            v
+            for v in workload["spec"]["template"]["spec"]["volumes"]
+            if v.get("secret", {}).get("secretName") == secrets[name]
+        )
+        mode = volume["secret"]["defaultMode"]
+        assert mode & 0o007 == 0, "keys are not world-readable"
+        pod = workload["spec"]["template"]["spec"]["securityContext"]
+        assert mode & 0o040 and pod.get("fsGroup") == pod["runAsGroup"], (
+            f"{name}: the key must be readable by the pod's user through its fsGroup"
+        )
+    router = env(
+        rendered.one("Deployment", "mesh-router")["spec"]["template"]["spec"]["containers"][0]
+    )
+    assert router["MESH_MTLS_NODE_NAME"]["value"] == "mesh-node"
+    for cert in rendered.of("Certificate"):
+        if cert["spec"]["secretName"] == "mesh-node-mtls":
+            assert "mesh-node" in cert["spec"]["dnsNames"]
+            assert cert["spec"]["uris"] == ["spiffe://session-mesh/node"]
+        if cert["spec"]["secretName"] == "mesh-router-mtls":
+            assert cert["spec"]["uris"] == ["spiffe://session-mesh/router"]
+
+
+def test_make_secrets_makes_the_mtls_secrets_without_cert_manager() -> None:
+    script = (K8S / "make-secrets.sh").read_text()
+    for name in ("mesh-node-mtls", "mesh-router-mtls"):
+        assert re.search(rf"\btls_secret {name}\b", script), f"make-secrets.sh does not make {name}"
+    assert "sessionmesh.certs" in script and "--cert-manager" in script
 
 
 def test_nodes_mount_a_memory_backed_dev_shm_with_a_size_limit(rendered: Rendered) -> None:

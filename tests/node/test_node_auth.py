@@ -140,9 +140,59 @@ def test_a_node_off_loopback_refuses_to_start_without_mtls(tmp_path: Path) -> No
     ca = Authority(tmp_path / "ca")
     env = {"MESH_NODE_LISTEN": "0.0.0.0:50061", **ca.mtls_env(ca.issue("node-1"))}
     assert NodeSettings.from_env(env).security.mutual is not None
-    assert NodeSettings.from_env({"MESH_NODE_LISTEN": "0.0.0.0:1", "MESH_ALLOW_INSECURE": "true"})
     with pytest.raises(ConfigError, match="MESH_MTLS_CA"):
         NodeSettings.from_env({k: v for k, v in env.items() if k != "MESH_MTLS_CA"})
     with pytest.raises(ConfigError, match="MESH_MTLS_KEY"):
         NodeSettings.from_env({k: v for k, v in env.items() if k != "MESH_MTLS_KEY"})
     assert "KEY" not in repr(NodeSettings.from_env(env).security)
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        {"MESH_ALLOW_INSECURE": "true"},
+        {"MESH_ALLOW_INSECURE": "true", "MESH_NODE_SECRET": SECRET},
+    ],
+    ids=["insecure flag", "insecure flag and secret"],
+)
+@pytest.mark.parametrize("listen", ["0.0.0.0:50061", "10.1.2.3:50061", "node-1:50061"])
+def test_no_flag_lets_a_node_off_loopback_start_without_mtls(
+    listen: str, escape: dict[str, str]
+) -> None:
+    """MESH_ALLOW_INSECURE is the router's public API's flag only: a node off loopback has mTLS
+    or does not start, and says which variables to set."""
+    with pytest.raises(ConfigError, match="MESH_MTLS_CERT") as err:
+        NodeSettings.from_env({"MESH_NODE_LISTEN": listen, **escape})
+    assert listen in str(err.value)
+    # Loopback development stays open, with or without the secret.
+    assert NodeSettings.from_env({"MESH_NODE_LISTEN": "127.0.0.1:50061", **escape})
+
+
+async def test_the_health_port_answers_probes_in_clear_and_serves_nothing_else(
+    tmp_path: Path, sandbox: Any, node_factory: Any
+) -> None:
+    """MESH_HEALTH_LISTEN: a probe without TLS (Kubernetes') reads the node's health there; the
+    node's API stays behind mutual TLS on its own port."""
+    ca = Authority(tmp_path / "ca")
+    node_env = {**ca.mtls_env(ca.issue("node-1")), "MESH_HEALTH_LISTEN": "127.0.0.1:0"}
+    node = await node_factory(sandbox.url, security=TransportSecurity.from_env(node_env))
+    assert node.health_address and node.health_address != node.address
+    async with grpc.aio.insecure_channel(node.health_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        for call in (list_sessions, start):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call(channel, metadata=((SECRET_HEADER, SECRET),))
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await list_sessions(channel)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert node.host.all() == []
+    # A drain turns the probe's answer NOT_SERVING too: one servicer behind both ports.
+    await node.set_not_serving()
+    async with grpc.aio.insecure_channel(node.health_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING

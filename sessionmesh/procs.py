@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,17 +26,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 BIN = Path(sys.executable).parent
+DEATHSIG = Path(__file__).with_name("deathsig.py")
 
 
 def _dying_with_parent(argv: list[str]) -> list[str]:
-    """`argv` run so that the child gets SIGTERM when the launcher dies, however it dies:
-    util-linux's setpriv sets PR_SET_PDEATHSIG, then execs it. (Setting it from Python in
-    the forked child, as preexec_fn does, is not safe in a process with threads: gRPC's and
-    Playwright's; it crashed children now and then.)"""
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return argv
-    return [setpriv, "--pdeathsig", "TERM", "--", *argv]
+    """`argv` run so that the child gets SIGTERM when this launcher dies (deathsig.py)."""
+    return [sys.executable, "-S", str(DEATHSIG), str(os.getpid()), *argv]
 
 
 @dataclass

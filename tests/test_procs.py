@@ -3,11 +3,15 @@ TIME_WAIT is not (the servers bind with SO_REUSEADDR, and a restart must not be 
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from sessionmesh.procs import check_ports
+from sessionmesh.procs import DEATHSIG, check_ports
 
 
 def test_a_listening_port_is_refused_with_its_name() -> None:
@@ -32,3 +36,35 @@ def test_a_port_left_in_time_wait_by_a_stopped_run_is_free() -> None:
         client.recv(1)
         client.close()
     check_ports({"SANDBOX_PORT": port}, "make run")  # no SystemExit
+
+
+def test_a_child_whose_launcher_died_before_it_was_armed_does_not_run(tmp_path: Path) -> None:
+    """The launcher can be killed between starting a child and the child's PR_SET_PDEATHSIG;
+    the signal then never comes and, with setpriv, the child ran on as an orphan (seen under
+    load). The child now checks its parent after arming and runs nothing if it has changed."""
+    marker = tmp_path / "ran"
+    not_the_parent = os.getppid()  # alive, and not the parent of the child started below
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-S",
+            str(DEATHSIG),
+            str(not_the_parent),
+            "/bin/sh",
+            "-c",
+            f"touch {marker}",
+        ],
+        timeout=30,
+    )
+    assert done.returncode == 0
+    assert not marker.exists()
+
+
+def test_an_armed_child_runs_its_command(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    done = subprocess.run(
+        [sys.executable, "-S", str(DEATHSIG), str(os.getpid()), "/bin/sh", "-c", f"touch {marker}"],
+        timeout=30,
+    )
+    assert done.returncode == 0
+    assert marker.exists()

@@ -8,7 +8,7 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,27 @@ ACK_WAIT = 10.0  # seconds a send waits for WhatsApp's server to take the messag
 # the hooks cannot see (a service worker's) reach the store at least that often.
 FULL_SAVE_EVERY = 10
 BROWSER_WAIT = 60.0  # how long a session waits for a relaunched Chromium
+
+
+def unabandoned(
+    coro: Coroutine[Any, Any, None], tasks: set[asyncio.Future[None]]
+) -> asyncio.Future[None]:
+    """`coro` as a task kept in `tasks` until it ends, whose outcome is always read.
+
+    A snapshot write runs on under `asyncio.shield` when its caller is cancelled; if it then
+    failed (a lapsed lease: StaleFence), nobody awaited it and asyncio logged "Task exception
+    was never retrieved" with a traceback. The failure itself is handled where it happens
+    (`RemoteSession` marks the lease lost, keeps the snapshot for its writer)."""
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+
+    def done(t: asyncio.Future[None]) -> None:
+        tasks.discard(t)
+        if not t.cancelled() and (e := t.exception()) is not None:
+            log.debug("a snapshot write ended with %r", e)
+
+    task.add_done_callback(done)
+    return task
 
 
 class _Outcome(enum.Enum):
@@ -235,11 +256,9 @@ class HostedSession:
                     telemetry.mesh_metrics().snapshot_refused()
                     telemetry.failed(span, refused)
                     return False
-                write = asyncio.ensure_future(
-                    self._store.save(self.info.tenant, self.info.session_id, state)
+                write = unabandoned(
+                    self._store.save(self.info.tenant, self.info.session_id, state), self._writes
                 )
-                self._writes.add(write)
-                write.add_done_callback(self._writes.discard)
                 # A cancelled caller must not leave a write behind that lands after a delete.
                 await asyncio.shield(write)
                 self._saved, self._unchanged_saves = True, 0

@@ -242,6 +242,14 @@ simulated sessions write nothing to Redis, the Redis rate below is a lower bound
 | failover: kill -9 of {fo["victim"]} at {fo["at_s"]} s, its READY sessions | {fo["sessions"]} |
 | failover: READY again on another node | {fo["recovered"]} of {fo["sessions"]}, all within {_fmt(fo["failover_s"])} (p50 {_fmt(fo["p50_s"])}), on {", ".join(fo["to_nodes"]) or "n/a"} |
 
+What the routers logged about node deaths and failovers (times UTC; the kill was at about
+{fo["killed_at"]}). A node declared dead *before* the kill is a false failover: on this machine
+under load a live node missed its heartbeats and the router moved its sessions away.
+
+```
+{chr(10).join(fo["router_log"]) or "(nothing)"}
+```
+
 The QR and READY percentiles above mix browser-backed and simulated sessions (they are what
 `loadtest.json` holds for the control plane). Apart:
 

@@ -73,7 +73,7 @@ PROFILES = {
                      sim_nodes=1, run_time=15, page_weight="light", spawn_rate=4.0),
     "1000": Profile(users=1000, ramp_step=5, ramp_max=120, ramp_cap=600, browser_per_node=12,
                     sim_nodes=2, run_time=180),
-    "3000": Profile(users=3000, ramp_step=5, ramp_max=300, ramp_cap=900, browser_per_node=15,
+    "3000": Profile(users=3000, ramp_step=5, ramp_max=120, ramp_cap=600, browser_per_node=15,
                     sim_nodes=4, run_time=240),
 }  # fmt: skip
 
@@ -412,13 +412,26 @@ def failover(mesh: Mesh, victim: str, timeout: float = 180) -> dict[str, Any]:
             token = page.next_page_token
             if not token:
                 break
-        moving = {s.session_id for s in listed if s.node_id == victim and s.state == pb.READY}
+        # Asked again one by one: what the victim holds READY right now.
+        moving = set()
+        for s in listed:
+            if s.node_id != victim:
+                continue
+            try:
+                now = stubs[0].GetSession(
+                    mesh_pb2.GetSessionRequest(session_id=s.session_id), metadata=md, timeout=10
+                )
+            except grpc.RpcError:
+                continue
+            if now.node_id == victim and now.state == pb.READY:
+                moving.add(s.session_id)
         part = mesh.group.part(victim)
         assert part is not None
         log(
             f"failover: kill -9 {victim} (pid {part.proc.pid}) holding {len(moving)} READY sessions"
         )
         t0 = time.monotonic()
+        killed_at = time.time()
         os.kill(part.proc.pid, signal.SIGKILL)
         part.proc.wait()
         back: dict[str, float] = {}
@@ -432,7 +445,8 @@ def failover(mesh: Mesh, victim: str, timeout: float = 180) -> dict[str, Any]:
                         )
                     except grpc.RpcError:
                         continue
-                    if s.state == pb.READY and s.node_id != victim:
+                    again = s.ready_at.seconds + s.ready_at.nanos / 1e9 >= killed_at - 1
+                    if s.state == pb.READY and s.node_id != victim and again:
                         back[sid] = time.monotonic() - t0
                         where[sid] = s.node_id
                         break
@@ -504,6 +518,7 @@ def control_plane(
             console_pages = {}
         log(f"console pages: {console_pages}")
         fo = failover(mesh, "node-2", timeout=90 if prof.page_weight == "light" else 180)
+        kill_wall = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
         kill_t = round(time.time() - sampler.t0, 1)
         while time.monotonic() < run_until:
             time.sleep(1)
@@ -511,6 +526,12 @@ def control_plane(
         sampler.stop()
         events = locust.read()
         rows = sampler.rows
+        deaths = [
+            f"{f.stem}: {line.strip()}"
+            for f in sorted(mesh.group.logs.glob("router-*.log"))
+            for line in f.read_text(errors="replace").splitlines()
+            if "declared dead" in line or "RemoteAuth sessions;" in line
+        ]
         router_pss = [r["procs"]["router-1"]["pss"] for r in rows if "router-1" in r["procs"]]
         router_cores = [
             r["procs"]["router-1"]["cores"]
@@ -546,7 +567,7 @@ def control_plane(
             else 0.0,
             "router_memory_bytes": max(router_pss, default=0),
             "console_pages": console_pages,
-            "failover": {**fo, "at_s": kill_t},
+            "failover": {**fo, "at_s": kill_t, "killed_at": kill_wall, "router_log": deaths},
             "rows": rows,
             "events": events,
             "browser_per_node_cap": per_node,

@@ -316,6 +316,7 @@ class SimNode(FakeNode):
         if self.sessions[key].state != pb.AUTHENTICATED:
             return
         await self.emit(*key, loading=pb.Loading(percent=100))
+        self.sessions[key].ready_at.GetCurrentTime()
         await self.emit(*key, state=pb.StateChange(state=pb.READY))
 
     async def LogoutSession(self, request: Any, context: grpc.aio.ServicerContext) -> pb.Session:

@@ -49,6 +49,7 @@ STOP_SHARE = float(os.environ.get("LOADTEST_STOP_SHARE", "0.02"))
 LOGOUT_SHARE = float(os.environ.get("LOADTEST_LOGOUT_SHARE", "0.005"))
 LINK_TIMEOUT = float(os.environ.get("LOADTEST_LINK_TIMEOUT", "180"))
 MD = (("authorization", f"Bearer {TOKEN}"),)
+CREATE_TRIES = 3
 
 _numbers = itertools.count(1)
 _lock = threading.Lock()
@@ -187,11 +188,7 @@ class AccountUser(User):
         """CreateSession then wait for READY; `what` is "ready" (a new link) or "restore"."""
         t0 = time.perf_counter()
         try:
-            session = self.stub.CreateSession(
-                mesh_pb2.CreateSessionRequest(session_id=self.sid, auth_strategy=pb.REMOTE),
-                metadata=MD,
-                timeout=60,
-            )
+            session = self._create()
             self.node = session.node_id
             self._wait(t0, expect_qr=what == "ready")
         except (LinkError, grpc.RpcError) as e:
@@ -202,6 +199,23 @@ class AccountUser(User):
         elapsed = time.perf_counter() - t0
         self._session_event(what, elapsed)
         _record(what, self.sid, self.node, elapsed)
+
+    def _create(self) -> pb.Session:
+        """CreateSession, tried again on UNAVAILABLE (a node briefly unreachable or moving), as
+        the API asks of clients; every try is a request in Locust's stats."""
+        for attempt in range(CREATE_TRIES):
+            try:
+                session: pb.Session = self.stub.CreateSession(
+                    mesh_pb2.CreateSessionRequest(session_id=self.sid, auth_strategy=pb.REMOTE),
+                    metadata=MD,
+                    timeout=60,
+                )
+                return session
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == CREATE_TRIES - 1:
+                    raise
+                time.sleep(2.0 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _link_new(self) -> None:
         self.generation += 1

@@ -313,6 +313,7 @@ def browser_ramp(prof: Profile, workdir: Path, out: Path) -> dict[str, Any]:
                 break
             target += prof.ramp_step
             step_t0 = time.monotonic()
+            step_wall = time.time()
             cpu0 = measure.tree_cpu_seconds(node_pid)
             # One arrival at a time, the next once the previous is READY (or failed): the
             # first QR is timed with the node holding its sessions, not in a link storm.
@@ -330,9 +331,7 @@ def browser_ramp(prof: Profile, workdir: Path, out: Path) -> dict[str, Any]:
             cpu = (measure.tree_cpu_seconds(node_pid) - cpu0) / elapsed
             events = locust.read()
             ready = sum(1 for e in events if e["kind"] == "ready")
-            qr_times = [e["s"] for e in events if e["kind"] == "first_qr"][
-                target - prof.ramp_step :
-            ]
+            qr_times = [e["s"] for e in events if e["kind"] == "first_qr" and e["t"] >= step_wall]
             p95 = report.percentile(qr_times, 95) if qr_times else None
             sample: dict[str, Any] = {
                 "sessions": ready,

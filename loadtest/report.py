@@ -161,6 +161,7 @@ def markdown(r: dict[str, Any]) -> str:
     ramp_rows = "\n".join(
         f"| {s['sessions']} | {s['memory_bytes'] / MIB:.0f} MiB | {s['cpu_cores']:.2f} | "
         f"{_fmt(s['first_qr_p95_s'])} | {s['headroom']:.0%} | {s.get('load1', '')} | "
+        f"{s.get('linked', '')} | {s.get('lease_lapses', '')} | "
         f"{'yes' if s.get('within_limits', True) else 'no'} |"
         for s in b["samples"]
     )
@@ -212,10 +213,12 @@ arrivals. Past a latency or CPU limit the ramp goes on to its time cap, to map m
 (`ramp_end`).
 
 **Limit hit: `{b["limit"]}`; READY sessions held within the limits: {b["sessions_per_node"]}.**
-Links: {b["links_ready"]} of {b["links_attempted"]} reached READY.
+Links: {b["links_ready"]} of {b["links_attempted"]} reached READY. Sessions the node closed
+because their Redis lease lapsed while it was starved of CPU: {b["lease_lapses"]} (the
+"READY sessions" column counts what the node held at the end of each step, not links made).
 
-| READY sessions | node + Chromium PSS | CPU (cores, step average) | first-QR p95 of the step | memory headroom | load (1 min) | within limits |
-|---:|---:|---:|---:|---:|---:|---|
+| READY sessions | node + Chromium PSS | CPU (cores, step average) | first-QR p95 of the step | memory headroom | load (1 min) | links so far | closed by lease lapse | within limits |
+|---:|---:|---:|---:|---:|---:|---:|---:|---|
 {ramp_rows}
 {per_session}
 ![memory](loadtest/memory.png)

@@ -168,6 +168,33 @@ def add_router(mesh: Mesh, name: str) -> None:
     wait_serving(address, proc, name, timeout=60)
 
 
+def ready_on(mesh: Mesh, node_id: str) -> int:
+    """READY sessions on `node_id` now, as the first router lists them."""
+    md = (("authorization", f"Bearer {mesh.token}"),)
+    count, token = 0, ""
+    with grpc.insecure_channel(next(iter(mesh.routers.values()))) as channel:
+        stub = mesh_pb2_grpc.SessionMeshStub(channel)
+        while True:
+            page = stub.ListSessions(
+                mesh_pb2.ListSessionsRequest(page_size=500, page_token=token),
+                metadata=md,
+                timeout=30,
+            )
+            count += sum(1 for s in page.sessions if s.node_id == node_id and s.state == pb.READY)
+            token = page.next_page_token
+            if not token:
+                return count
+
+
+def lease_lapses(mesh: Mesh, node_id: str) -> int:
+    """Sessions the node closed because their lease lapsed (it was starved or cut off)."""
+    path = mesh.group.logs / f"{node_id}.log"
+    try:
+        return path.read_text(errors="replace").count("lease lapsed")
+    except OSError:
+        return 0
+
+
 def cluster_sessions(mesh: Mesh) -> dict[str, int]:
     """Sessions per node as the first router reports them (GetClusterStatus)."""
     address = next(iter(mesh.routers.values()))
@@ -330,7 +357,9 @@ def browser_ramp(prof: Profile, workdir: Path, out: Path) -> dict[str, Any]:
             elapsed = time.monotonic() - step_t0
             cpu = (measure.tree_cpu_seconds(node_pid) - cpu0) / elapsed
             events = locust.read()
-            ready = sum(1 for e in events if e["kind"] == "ready")
+            linked = sum(1 for e in events if e["kind"] == "ready")
+            ready = ready_on(mesh, "node-1")  # held now: a session can close after its link
+            lapsed = lease_lapses(mesh, "node-1")
             qr_times = [e["s"] for e in events if e["kind"] == "first_qr" and e["t"] >= step_wall]
             p95 = report.percentile(qr_times, 95) if qr_times else None
             sample: dict[str, Any] = {
@@ -341,13 +370,16 @@ def browser_ramp(prof: Profile, workdir: Path, out: Path) -> dict[str, Any]:
                 "headroom": round(measure.memory_headroom(), 3),
                 "t": round(time.monotonic() - start, 1),
                 "load1": measure.load1(),
+                "linked": linked,
+                "lease_lapses": lapsed,
             }
             samples.append(sample)
             log(f"ramp: {ready} READY (target {target}), first-QR p95 {p95}, "
                 f"PSS {sample['memory_bytes'] / 2**20:.0f} MiB, {cpu:.2f} cores, "
                 f"headroom {sample['headroom']:.2f}")  # fmt: skip
-            if len(done) < target or ready < target:
-                log(f"ramp: only {ready} of {target} reached READY within the step")
+            if ready < target:
+                log(f"ramp: {ready} of {target} READY now ({linked} linked in all, "
+                    f"{lapsed} sessions closed by a lapsed lease)")  # fmt: skip
             over = None
             if p95 is not None and p95 > FIRST_QR_P95_LIMIT:
                 over = "first_qr_p95"
@@ -381,6 +413,7 @@ def browser_ramp(prof: Profile, workdir: Path, out: Path) -> dict[str, Any]:
             "step": prof.ramp_step,
             "links_attempted": sum(1 for e in events if e["kind"] in ("ready", "ready_failed")),
             "links_ready": sum(1 for e in events if e["kind"] == "ready"),
+            "lease_lapses": lease_lapses(mesh, "node-1"),
             "events": events,
         }
     finally:

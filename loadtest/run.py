@@ -245,7 +245,11 @@ class Locust:
             self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 class Sampler(threading.Thread):
@@ -381,10 +385,10 @@ def browser_ramp(prof: Profile, workdir: Path, out: Path) -> dict[str, Any]:
                 log(f"ramp: {ready} of {target} READY now ({linked} linked in all, "
                     f"{lapsed} sessions closed by a lapsed lease)")  # fmt: skip
             over = None
-            if p95 is not None and p95 > FIRST_QR_P95_LIMIT:
-                over = "first_qr_p95"
-            elif sample["headroom"] < HEADROOM_LIMIT:
+            if sample["headroom"] < HEADROOM_LIMIT:  # first: it is the one the ramp stops at
                 over = "memory_headroom"
+            elif p95 is not None and p95 > FIRST_QR_P95_LIMIT:
+                over = "first_qr_p95"
             elif cpu >= CPU_SATURATION * cores:
                 over = "cpu"
             sample["within_limits"] = over is None and limit == "ramp_end"

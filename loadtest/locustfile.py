@@ -140,11 +140,13 @@ class AccountUser(User):
             exception=exc,
         )
 
-    def _wait(self, t0: float, *, expect_qr: bool) -> None:
+    def _wait(self, t0: float, *, expect_qr: bool, after_seq: int = 0) -> None:
         """Follow WatchSession until READY: on a QR, record its latency and have the phone scan
         it (a simulated node scans by itself)."""
         call = self.stub.WatchSession(
-            mesh_pb2.WatchSessionRequest(session_id=self.sid), metadata=MD, timeout=LINK_TIMEOUT
+            mesh_pb2.WatchSessionRequest(session_id=self.sid, after_seq=after_seq),
+            metadata=MD,
+            timeout=LINK_TIMEOUT,
         )
         scanned = False
         try:
@@ -190,7 +192,8 @@ class AccountUser(User):
         try:
             session = self._create()
             self.node = session.node_id
-            self._wait(t0, expect_qr=what == "ready")
+            # From the reply's last event on: an earlier run's READY is history, not this one.
+            self._wait(t0, expect_qr=what == "ready", after_seq=session.last_seq)
         except (LinkError, grpc.RpcError) as e:
             elapsed = time.perf_counter() - t0
             self._session_event(what, elapsed, e)

@@ -166,7 +166,8 @@ def markdown(r: dict[str, Any]) -> str:
         for s in b["samples"]
     )
     per_session = ""
-    pts = [s for s in b["samples"] if s["sessions"] > 0]
+    # Steps before any session was closed by a lapsed lease: the node held what it linked.
+    pts = [s for s in b["samples"] if s["sessions"] > 0 and not s.get("lease_lapses")]
     if pts and b["samples"][0]["sessions"] == 0:
         last = pts[-1]
         slope = (last["memory_bytes"] - b["samples"][0]["memory_bytes"]) / last["sessions"]

@@ -494,6 +494,7 @@ def failover(mesh: Mesh, victim: str, timeout: float = 180) -> dict[str, Any]:
     log(f"failover: {len(back)}/{len(moving)} back READY, last after "
         f"{max(back.values(), default=0):.1f} s")  # fmt: skip
     return {
+        "killed_at": dt.datetime.fromtimestamp(killed_at, dt.UTC).strftime("%H:%M:%S"),
         "victim": victim,
         "sessions": len(moving),
         "recovered": len(back),
@@ -553,9 +554,11 @@ def control_plane(
             log(f"console timing failed: {timing.stderr[-2000:]}")
             console_pages = {}
         log(f"console pages: {console_pages}")
-        fo = failover(mesh, "node-2", timeout=90 if prof.page_weight == "light" else 180)
-        kill_wall = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
-        kill_t = round(time.time() - sampler.t0, 1)
+        # The browser node holding the most sessions is the one killed.
+        held = cluster_sessions(mesh)
+        victim = max(browser_nodes, key=lambda n: (held.get(n, 0), n))
+        fo = failover(mesh, victim, timeout=90 if prof.page_weight == "light" else 180)
+        kill_t = round(time.time() - sampler.t0 - (fo["failover_s"] or 0), 1)
         while time.monotonic() < run_until:
             time.sleep(1)
         locust.stop()
@@ -603,7 +606,7 @@ def control_plane(
             else 0.0,
             "router_memory_bytes": max(router_pss, default=0),
             "console_pages": console_pages,
-            "failover": {**fo, "at_s": kill_t, "killed_at": kill_wall, "router_log": deaths},
+            "failover": {**fo, "at_s": kill_t, "router_log": deaths},
             "rows": rows,
             "events": events,
             "browser_per_node_cap": per_node,
@@ -648,11 +651,17 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("loadtest: redis-server not found: run deploy/install-redis.sh")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "loadtest").mkdir(exist_ok=True)
-    command = (
-        f"make loadtest PROFILE={args.profile}"
-        if args.profile != "smoke"
-        else f"python -m loadtest.run --profile smoke --out {args.out}"
+    extra = "".join(
+        f" --{k.replace('_', '-')} {v}"
+        for k, v in (("ramp_cap", args.ramp_cap), ("run_time", args.run_time))
+        if v is not None
     )
+    if args.profile == "smoke":
+        command = f"python -m loadtest.run --profile smoke --out {args.out}"
+    elif extra:
+        command = f"python -m loadtest.run --profile {args.profile}{extra}"
+    else:
+        command = f"make loadtest PROFILE={args.profile}"
     started = dt.datetime.now(dt.UTC)
     machine = {
         "cores": os.cpu_count() or 1,

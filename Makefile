@@ -6,7 +6,7 @@ STAMP    := $(VENV)/.installed
 CHROMIUM := $(VENV)/.chromium
 PROTOS   := $(wildcard protos/sessionmesh/v1/*.proto)
 
-.PHONY: setup run cluster console test soak proto proto-check openapi openapi-check lint bench clean deploy-render deploy-check
+.PHONY: setup run cluster console test soak loadtest proto proto-check openapi openapi-check lint bench clean deploy-render deploy-check
 
 setup: $(STAMP) $(CHROMIUM)
 
@@ -82,6 +82,13 @@ bench: setup
 	$(BIN)/python bench/browser_models.py
 	$(BIN)/python bench/router_overhead.py
 	$(BIN)/python bench/router_streams.py
+
+# The seed's tiers under load (PROFILE=1000|3000; smoke is for tests): writes docs/loadtest.md,
+# docs/loadtest.json and docs/loadtest/ (plots, Locust CSV). Starts its own mesh and Redis.
+PROFILE ?= 1000
+loadtest: setup
+	deploy/install-redis.sh
+	$(BIN)/python -m loadtest.run --profile $(PROFILE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

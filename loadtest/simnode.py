@@ -39,8 +39,15 @@ LIVE = {pb.STARTING, pb.SCAN_QR_CODE, pb.AUTHENTICATED, pb.READY}
 
 
 class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
-    def __init__(self, node_id: str, capacity: int = 50, port: int = 0) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        capacity: int = 50,
+        port: int = 0,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         self.node_id = node_id
+        self.credentials = credentials  # mutual TLS as a node serves it; None: plaintext
         self.capacity = capacity
         self.sent: list[Any] = []
         self.port = port
@@ -50,6 +57,7 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         self.takeovers: list[tuple[str, str]] = []
         self.handed_off: list[tuple[str, str]] = []
         self.list_calls = 0
+        self.last_metadata: dict[str, Any] = {}  # of the last GetSession
         self.sessions: dict[tuple[str, str], pb.Session] = {}
         self.events: dict[tuple[str, str], list[pb.SessionEvent]] = {}
         self._changed = asyncio.Condition()
@@ -62,7 +70,10 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
     async def start(self) -> None:
         server = grpc.aio.server(options=queue_options(20_000))  # as a node's
         node_pb2_grpc.add_SessionNodeServicer_to_server(self, server)
-        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        if self.credentials is not None:
+            self.port = server.add_secure_port(f"127.0.0.1:{self.port}", self.credentials)
+        else:
+            self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
         await server.start()
         self._server = server
 
@@ -123,6 +134,7 @@ class FakeNode(node_pb2_grpc.SessionNodeServicer):  # type: ignore[misc]
         return session
 
     async def GetSession(self, request: Any, context: grpc.aio.ServicerContext) -> pb.Session:
+        self.last_metadata = dict(context.invocation_metadata() or ())
         return await self._get(request, context)
 
     async def StopSession(self, request: Any, context: grpc.aio.ServicerContext) -> pb.Session:

@@ -102,7 +102,9 @@ def parse_figures(text: str, report: fit.LoadReport | None = None) -> Figures:
     docs/benchmarks.md's per-session figures; FigureMissing names any gap."""
     if report is not None:
         model = fit.fit(report)
-        source, base = f"the load test, {report.path}", None
+        where = Path(report.path)
+        shown = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where.name
+        source, base = f"the load test, {shown}", None
     else:
         memory, cpu = planner.parse_benchmarks(text)
         if memory is None or cpu is None:

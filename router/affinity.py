@@ -1,7 +1,10 @@
 """Where each session lives: (tenant, session_id) -> node id, kept in memory.
 
 Rebuilt from every node's ListSessions at start, merged again whenever a node is polled back
-to health and periodically. A session found on two nodes keeps the entry it already has.
+to health and periodically. A session found on two nodes keeps the entry it already has, unless
+that node last listed it as not live (FAILED, STOPPED) while the other lists it live: a node
+declared dead while only starved keeps its sessions, the node that failed to take them over
+lists them FAILED, and clients must be sent to where the session runs.
 Watchers waiting to re-open a broken stream wait on `wait_moved`, which `set` (a session placed
 on another node) and `wake` (its node declared dead) end at once.
 """
@@ -23,6 +26,7 @@ class Affinity:
         self._where: dict[Key, str] = {}
         self._strategy: dict[Key, int] = {}  # auth strategy, where known (dead-node reports)
         self._moves: dict[Key, tuple[asyncio.Event, int]] = {}  # event, waiters
+        self._not_live: dict[Key, str] = {}  # the node that last listed the session not live
 
     def get(self, tenant: str, session_id: str) -> str | None:
         return self._where.get((tenant, session_id))
@@ -74,14 +78,33 @@ class Affinity:
         """Drop the entry if it still points at `node_id`."""
         if self._where.get((tenant, session_id)) == node_id:
             del self._where[(tenant, session_id)]
+            self._not_live.pop((tenant, session_id), None)
+
+    def note_not_live(self, node_id: str, keys: Iterable[Key]) -> None:
+        """`node_id` lists these sessions, but not live (with a directory, only live ones merge)."""
+        for key in keys:
+            self._not_live[key] = node_id
 
     def merge(self, node_id: str, keys: Iterable[Key]) -> int:
-        """Record that `node_id` holds `keys`; returns how many entries were added."""
+        """Record that `node_id` holds `keys` live; returns how many entries were added."""
         added = 0
         for key in keys:
+            if self._not_live.get(key) == node_id:
+                del self._not_live[key]
             current = self._where.get(key)
             if current is None:
                 self._where[key] = node_id
+                added += 1
+            elif current != node_id and self._not_live.get(key) == current:
+                log.warning(
+                    "session %s/%s runs on %s, not on %s; following it",
+                    key[0],
+                    key[1],
+                    node_id,
+                    current,
+                )
+                del self._not_live[key]
+                self.set(key[0], key[1], node_id)
                 added += 1
             elif current != node_id:
                 log.warning(

@@ -638,11 +638,14 @@ class NodePool:
         if not node_id:
             return
         live_only = self.directory is not None
-        keys = []
+        keys, not_live = [], []
         for s in held:
             self.affinity.note_strategy(s.tenant, s.session.session_id, s.session.auth_strategy)
             if not live_only or s.session.state in LIVE_STATES:
                 keys.append((s.tenant, s.session.session_id))
+            else:
+                not_live.append((s.tenant, s.session.session_id))
+        self.affinity.note_not_live(node_id, not_live)
         added = self.affinity.merge(node_id, keys)
         if added:
             log.info("learned %d sessions from node %s", added, client.label)

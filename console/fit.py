@@ -82,6 +82,18 @@ def _num(data: Any, *keys: str) -> float:
     return float(value)
 
 
+def ramp(raw: list[Any]) -> list[Any]:
+    """The samples of the ramp itself: in the report's order, up to the first whose session
+    count falls. A node that lost sessions (leases that lapsed on a starved machine) is no
+    longer ramping up; what it measures next is its recovery, not its load per session."""
+    kept: list[Any] = []
+    for s in raw:
+        if kept and _num(s, "sessions") < _num(kept[-1], "sessions"):
+            break
+        kept.append(s)
+    return kept
+
+
 def parse_report(text: str, path: str = "docs/loadtest.json") -> LoadReport:
     """The load test's report; ReportError names what is missing or unusable."""
     try:
@@ -94,6 +106,7 @@ def parse_report(text: str, path: str = "docs/loadtest.json") -> LoadReport:
     raw = _get(data, "browser", "samples")
     if not isinstance(raw, list):
         raise ReportError("browser.samples is not a list")
+    raw = ramp(raw)
     samples = tuple(
         sorted(
             (

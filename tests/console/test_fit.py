@@ -175,3 +175,18 @@ def test_the_machines_other_memory_counts_in_the_check_when_the_report_says_it()
     assert p.capacity(4, 4, fit.fit(r), 0.2).by_memory == 47
     del data["browser"]["samples"][0]["headroom"]
     assert parsed(data).other_memory is None  # only when every sample says it
+
+
+def test_samples_after_the_node_lost_sessions_are_not_fitted() -> None:
+    """A starved node let leases lapse and fell from 15 sessions to 4; the rows after that
+    measure its recovery (slow QR at little CPU), and fitted with the ramp they put the
+    first-QR limit at 4 sessions where the ramp held 10."""
+    data = report(sessions=(0, 10, 20, 30))
+    ramp_only = fit.fit(parsed(data))
+    data["browser"]["samples"] += [
+        {"sessions": 5, "memory_bytes": 900 * p.MIB, "cpu_cores": 0.1, "first_qr_p95_s": 9.0},
+        {"sessions": 12, "memory_bytes": 1500 * p.MIB, "cpu_cores": 0.5, "first_qr_p95_s": 6.0},
+    ]
+    with_recovery = parsed(data)
+    assert [s.sessions for s in with_recovery.samples] == [0, 10, 20, 30]
+    assert fit.fit(with_recovery) == ramp_only

@@ -63,7 +63,9 @@ class Mesh:
     node_md: tuple[tuple[str, str], ...]
 
 
-def start(work: Path, tls: bool, sandbox: str) -> Mesh:
+def start(work: Path, tls: bool, sandbox: str, router_extra: dict[str, str] | None = None) -> Mesh:
+    """One node and one router as processes (mTLS and public TLS with `tls`, else the loopback
+    secret); `router_extra` adds to the router's environment."""
     group = ProcessGroup(work / "logs")
     node_addr, router_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     node_env = {
@@ -78,6 +80,7 @@ def start(work: Path, tls: bool, sandbox: str) -> Mesh:
         "MESH_NODES": node_addr,
         "MESH_API_TOKENS": f"bench:{TOKEN}",
         "LOG_LEVEL": "WARNING",
+        **(router_extra or {}),
     }
     client_creds = node_creds = None
     node_md: tuple[tuple[str, str], ...] = ()

@@ -26,64 +26,27 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import router_overhead
 from bench.report import machine, write_section
-from sessionmesh.certs import Authority
-from sessionmesh.procs import ProcessGroup, wait_http, wait_serving
+from node.memory import pss_bytes, rss_bytes
+from sessionmesh.procs import ProcessGroup, wait_http
 from sessionmesh.v1 import mesh_pb2, mesh_pb2_grpc
 from tests.helpers import Watcher, free_port, wait_for
 
-TOKEN = "bench-token-0123456789abcdef"
-MD = (("authorization", f"Bearer {TOKEN}"),)
-SECRET = "bench-node-secret-0123456789"
+MD = router_overhead.MD  # the token the mesh started by router_overhead.start accepts
 MIB = 1024 * 1024
 
 
 def memory(pid: int) -> tuple[float, float]:
     """(RSS, PSS) of one process in MiB, from /proc/PID/smaps_rollup."""
-    values = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("Rss", "Pss"):
-            values[key] = int(rest.split()[0]) / 1024
-    return values["Rss"], values["Pss"]
+    return rss_bytes(pid) / MIB, pss_bytes(pid) / MIB
 
 
 def start(work: Path, sandbox: str, streams: int, tls: bool) -> tuple[ProcessGroup, str, int, Any]:
-    group = ProcessGroup(work / "logs")
-    node_addr, router_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    node_env = {
-        "MESH_NODE_ID": "node-1",
-        "MESH_NODE_LISTEN": node_addr,
-        "WA_URL": sandbox,
-        "SESSION_STORAGE_PATH": str(work / "sessions"),
-        "LOG_LEVEL": "WARNING",
-    }
-    router_env = {
-        "MESH_ROUTER_LISTEN": router_addr,
-        "MESH_NODES": node_addr,
-        "MESH_API_TOKENS": f"bench:{TOKEN}",
-        "MESH_TENANT_MAX_STREAMS": str(streams),
-        "LOG_LEVEL": "WARNING",
-    }
-    client_creds = node_creds = None
-    if tls:
-        ca = Authority(work / "ca")
-        node_env.update(ca.mtls_env(ca.issue("node-1")))
-        router_env.update(ca.mtls_env(ca.issue("router-1", role="router")))
-        public = ca.issue("router-public", role="public")
-        router_env.update(MESH_TLS_CERT=str(public.cert), MESH_TLS_KEY=str(public.key))
-        client_creds = grpc.ssl_channel_credentials(ca.ca.read_bytes())
-        bench = ca.issue("bench", role="router")
-        node_creds = grpc.ssl_channel_credentials(
-            ca.ca.read_bytes(), bench.key.read_bytes(), bench.cert.read_bytes()
-        )
-    else:
-        node_env["MESH_NODE_SECRET"] = router_env["MESH_NODE_SECRET"] = SECRET
-    node = group.spawn("node", ["mesh-node"], node_env)
-    wait_serving(node_addr, node, "node", credentials=node_creds)
-    router = group.spawn("router", ["mesh-router"], router_env)
-    wait_serving(router_addr, router, "router", credentials=client_creds)
-    return group, router_addr, router.pid, client_creds
+    mesh = router_overhead.start(
+        work, tls, sandbox, router_extra={"MESH_TENANT_MAX_STREAMS": str(streams)}
+    )
+    return mesh.group, mesh.router, mesh.router_pid, mesh.client_creds
 
 
 async def measure(address: str, pid: int, creds: Any, args: argparse.Namespace) -> dict[str, float]:

@@ -34,14 +34,23 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def pss_bytes(pid: int) -> int:
+def _rollup(pid: int, field: str) -> int:
+    """One field of /proc/PID/smaps_rollup in bytes; 0 when the process is gone."""
     try:
         for line in (_PROC / str(pid) / "smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def pss_bytes(pid: int) -> int:
+    return _rollup(pid, "Pss")
+
+
+def rss_bytes(pid: int) -> int:
+    return _rollup(pid, "Rss")
 
 
 def _is_browser(pid: int) -> bool:

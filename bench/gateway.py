@@ -55,7 +55,7 @@ def start_mesh(workdir: Path) -> Mesh:
     sandbox = f"http://127.0.0.1:{sb_port}/"
     sb = group.spawn(
         "sandbox",
-        ["mesh-sandbox", "--port", str(sb_port), "--page-weight", "light",
+        ["mesh-sandbox", "--port", str(sb_port),
          "--qr-ttl", str(QR_TTL), "--first-qr-ttl", str(QR_TTL), "--qr-count", "1000"],
     )  # fmt: skip
     wait_http(sandbox + "healthz", sb, "sandbox")

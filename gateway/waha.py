@@ -184,6 +184,20 @@ async def _get(mesh: Mesh, name: str) -> common_pb2.Session:
     return session
 
 
+async def _existing(mesh: Mesh, name: str) -> common_pb2.Session:
+    """The session, for the routes that act on one: WAHA starts only what was created, so a
+    session never created or deleted is 404 (a start must not bring a deleted one back)."""
+    try:
+        return await _get(mesh, name)
+    except Upstream as e:
+        if e.status != 404:
+            raise
+        raise Upstream(
+            grpc.StatusCode.NOT_FOUND,
+            f"session {name!r} not found: create it with POST /api/sessions",
+        ) from None
+
+
 async def _create(mesh: Mesh, name: str, labels: dict[str, str] | None = None) -> WahaSession:
     reply = await mesh.call(
         "CreateSession", mesh_pb2.CreateSessionRequest(session_id=name, labels=labels or {})
@@ -277,7 +291,8 @@ async def get_me(session: WahaSessionName, mesh: MeshDep) -> Response:
     responses={200: {"links": WAHA_LINKS}},
 )
 async def start_session(session: WahaSessionName, mesh: MeshDep) -> Response:
-    """Start a session, creating it if there is none (WAHA needs it created first)."""
+    """Start a session; 404 for one never created or deleted, as in WAHA."""
+    await _existing(mesh, session)
     return json_reply(await _create(mesh, session))
 
 
@@ -294,7 +309,8 @@ async def stop_session(session: WahaSessionName, mesh: MeshDep) -> Response:
     "/sessions/{session}/restart", operation_id="waha_restart_session", response_model=WahaSession
 )
 async def restart_session(session: WahaSessionName, mesh: MeshDep) -> Response:
-    """Stop and start again."""
+    """Stop and start again; 404 for one never created or deleted, as in WAHA."""
+    await _existing(mesh, session)
     await mesh.call("StopSession", mesh_pb2.StopSessionRequest(session_id=session))
     return json_reply(await _create(mesh, session))
 

@@ -115,3 +115,13 @@ async def test_a_waha_client_starts_scans_sends_and_stops(stack: Stack) -> None:
     assert status == 204
     assert (await call("GET", "/api/sessions/default"))[0] == 404
     assert (await call("DELETE", "/api/sessions/default"))[0] == 204
+    # As in WAHA, a deleted session does not come back by start or restart: only by a create.
+    for action in ("start", "restart"):
+        status, problem = await call("POST", f"/api/sessions/default/{action}")
+        assert status == 404 and "POST /api/sessions" in problem["detail"], (action, problem)
+        assert (await call("GET", "/api/sessions/default"))[0] == 404, action
+    status, problem = await call("POST", "/api/sessions/never-made/start")
+    assert status == 404, problem
+    status, created = await call("POST", "/api/sessions", json={"name": "default"})
+    assert status == 201 and created["status"] in ("STARTING", "SCAN_QR_CODE"), created
+    assert (await call("GET", "/api/sessions/default"))[0] == 200

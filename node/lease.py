@@ -14,6 +14,7 @@ import enum
 import inspect
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -195,6 +196,11 @@ class LeaseKeeper:
     A lease is lost when Redis says another owner holds it or it expired, or when Redis cannot be
     reached and the TTL has certainly run out by the monotonic clock (measured from when the last
     successful renewal was sent). An outage never ends the loop: it retries every `retry_every`.
+
+    The loop may run on another thread's event loop than its callers' (a node runs it on its
+    keepalive thread, sessionmesh.aio.LoopThread, so that a busy main loop cannot starve it):
+    `add`, `discard`, `holds` and `leases` are safe from any thread; `on_lost` is called on the
+    keeper's loop; `__aenter__`, `release` and `aclose` belong to that loop.
     """
 
     def __init__(
@@ -217,6 +223,8 @@ class LeaseKeeper:
         )
         self._release_on_exit = release_on_exit
         self._held: dict[tuple[str, str], _Held] = {}
+        self._lock = threading.Lock()  # guards _held against callers on other threads
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._callbacks: set[asyncio.Future[None]] = set()
@@ -232,14 +240,29 @@ class LeaseKeeper:
             raise RuntimeError("the lease keeper is closed")
         first_renew = lease.acquired_at + self._renew_every
         expires = lease.acquired_at + lease.ttl_ms / 1000
-        self._held[(lease.tenant, lease.session_id)] = _Held(lease, expires, first_renew)
-        self._wake.set()
+        with self._lock:
+            self._held[(lease.tenant, lease.session_id)] = _Held(lease, expires, first_renew)
+        self._poke()
 
     def discard(self, lease: Lease) -> None:
         """Stop renewing `lease` without releasing it."""
-        held = self._held.get((lease.tenant, lease.session_id))
-        if held is not None and held.lease == lease:
-            del self._held[(lease.tenant, lease.session_id)]
+        with self._lock:
+            held = self._held.get((lease.tenant, lease.session_id))
+            if held is not None and held.lease == lease:
+                del self._held[(lease.tenant, lease.session_id)]
+
+    def _poke(self) -> None:
+        """Wake the loop, from its own thread or another."""
+        loop = self._loop
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if loop is None or loop is here:
+            self._wake.set()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def release(self, lease: Lease) -> bool:
         """Stop renewing `lease` and give it up in Redis."""
@@ -252,11 +275,13 @@ class LeaseKeeper:
 
     @property
     def leases(self) -> list[Lease]:
-        return [h.lease for h in self._held.values()]
+        with self._lock:
+            return [h.lease for h in self._held.values()]
 
     async def __aenter__(self) -> LeaseKeeper:
         if self._closed or self._task is not None:
             raise RuntimeError("a LeaseKeeper is entered once")
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="lease-keeper")
         return self
 
@@ -276,7 +301,8 @@ class LeaseKeeper:
         await cancel_and_wait(self._task)
         if self._callbacks:
             await asyncio.gather(*self._callbacks, return_exceptions=True)
-        held, self._held = list(self._held.values()), {}
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
         if self._release_on_exit and held:
             await asyncio.shield(self._release_all([h.lease for h in held]))
 
@@ -294,17 +320,20 @@ class LeaseKeeper:
         while not self._closed:
             self.iterations += 1
             now = time.monotonic()
-            for held in list(self._held.values()):
+            with self._lock:
+                held_now = list(self._held.values())
+            for held in held_now:
                 if held.expires_at <= now:  # not renewed in time: Redis did not answer
                     self._lose(held, LossReason.UNREACHABLE)
-            due = [h for h in self._held.values() if h.next_at <= now]
+            due = [h for h in held_now if h.next_at <= now and self._current(h)]
             if due:
                 await asyncio.gather(*(self._renew(h) for h in due))
-            wake_at = min(
-                (min(h.next_at, h.expires_at) for h in self._held.values()),
-                default=time.monotonic() + self._renew_every,
-            )
-            self._wake.clear()
+            self._wake.clear()  # before reading _held: an add() from now on wakes us again
+            with self._lock:
+                wake_at = min(
+                    (min(h.next_at, h.expires_at) for h in self._held.values()),
+                    default=time.monotonic() + self._renew_every,
+                )
             delay = max(0.01, wake_at - time.monotonic())
             try:
                 async with asyncio.timeout(delay):
@@ -352,9 +381,10 @@ class LeaseKeeper:
         return self._held.get((held.lease.tenant, held.lease.session_id)) is held
 
     def _lose(self, held: _Held, reason: LossReason) -> None:
-        if not self._current(held):
-            return
-        del self._held[(held.lease.tenant, held.lease.session_id)]
+        with self._lock:
+            if not self._current(held):
+                return
+            del self._held[(held.lease.tenant, held.lease.session_id)]
         self.lost[held.lease] = reason
         try:
             result = self._on_lost(held.lease)

@@ -9,7 +9,9 @@ Keys (``M`` = MESH_REDIS_PREFIX, default ``mesh:``)::
 
 The node keeps the set it wants in memory and writes it on every beat (SADD what is placed,
 SREM what left), so a Redis restart or outage heals on the next beat; the loop never ends on
-an outage and logs it once.
+an outage and logs it once. Given a keepalive thread (sessionmesh.aio.LoopThread) and a client
+for it, the beats run there, so that a main loop busy with browsers cannot delay them until
+routers declare a live node dead.
 """
 
 from __future__ import annotations
@@ -17,16 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from node.lease import map_redis_errors
 from node.remote_store import StoreUnavailable
-from sessionmesh.aio import cancel_and_wait
+from sessionmesh.aio import LoopThread, cancel_and_wait
 from sessionmesh.redis_conn import RedisClient
 from sessionmesh.schema import Heartbeat, MeshKeys, text
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def nodes_key(prefix: str) -> str:
@@ -42,7 +48,11 @@ def node_sessions_key(prefix: str, node_id: str) -> str:
 
 
 class Membership:
-    """Registers the node and keeps its heartbeat and session set; `aclose()` deregisters."""
+    """Registers the node and keeps its heartbeat and session set; `aclose()` deregisters.
+
+    `place` and `remove` are safe from any thread. With `keepalive`, beats use `beat_redis` on
+    that thread's loop, and `start`, `beat` and `aclose` run there whoever calls them.
+    """
 
     def __init__(
         self,
@@ -56,8 +66,15 @@ class Membership:
         health: Callable[[], str],
         interval: float,
         ttl: float,
+        keepalive: LoopThread | None = None,
+        beat_redis: RedisClient | None = None,
     ) -> None:
+        if (keepalive is None) != (beat_redis is None):
+            raise ValueError("keepalive and beat_redis go together")
         self._redis = redis
+        self._beat_redis = beat_redis if beat_redis is not None else redis
+        self._keepalive = keepalive
+        self._lock = threading.Lock()  # guards _placed and _removed
         self._prefix = prefix
         self.node_id = node_id
         self.epoch = epoch
@@ -85,14 +102,28 @@ class Membership:
 
     def place(self, name: str) -> None:
         """`tenant/session_id` now lives on this node (written on the next beat, at once)."""
-        self._placed.add(name)
-        self._removed.discard(name)
-        self._kick.set()
+        with self._lock:
+            self._placed.add(name)
+            self._removed.discard(name)
+        self._poke()
 
     def remove(self, name: str) -> None:
-        self._placed.discard(name)
-        self._removed.add(name)
-        self._kick.set()
+        with self._lock:
+            self._placed.discard(name)
+            self._removed.add(name)
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._keepalive is None:
+            self._kick.set()
+        else:
+            self._keepalive.call_soon(self._kick.set)
+
+    async def _own(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the loop the beats use."""
+        if self._keepalive is None:
+            return await coro
+        return await self._keepalive.run(coro)
 
     async def remove_from(self, node_id: str, name: str) -> None:
         """SREM `name` from another node's set (a new owner tidies the previous one's)."""
@@ -115,6 +146,9 @@ class Membership:
     async def start(self) -> None:
         if self._closed or self._task is not None:
             raise RuntimeError("membership is started once")
+        await self._own(self._start())
+
+    async def _start(self) -> None:
         await self._beat_logged()
         self._task = asyncio.create_task(self._run(), name=f"heartbeat {self.node_id}")
 
@@ -123,6 +157,9 @@ class Membership:
         if self._closed:
             return
         self._closed = True
+        await self._own(self._close(deregister))
+
+    async def _close(self, deregister: bool) -> None:
         self._kick.set()
         if self._task is not None:
             try:
@@ -135,7 +172,7 @@ class Membership:
                 async with asyncio.timeout(5):
                     await self._sync_sessions()
                     with map_redis_errors("deregistering"):
-                        await self._redis.delete(self.key)
+                        await self._beat_redis.delete(self.key)
                 log.info("node %s deregistered", self.node_id)
             except (StoreUnavailable, TimeoutError) as e:
                 log.warning(
@@ -144,34 +181,43 @@ class Membership:
 
     async def beat(self) -> None:
         """One heartbeat: the node's hash with its TTL, the node set, the session set."""
+        await self._own(self._beat())
+
+    async def _beat(self) -> None:
+        with self._lock:
+            placed = len(self._placed)
         beat = Heartbeat(
             address=self._address(),
             epoch=self.epoch,
             capacity=self._capacity,
             started_at=self._started_at,
             health=self._health(),
-            sessions=len(self._placed),
+            sessions=placed,
         )
+        redis = self._beat_redis
         with map_redis_errors("heartbeat"):
-            await self._redis.hset(self.key, mapping=beat.encode())  # type: ignore[arg-type]
-            await self._redis.pexpire(self.key, self._ttl_ms)
-            await self._redis.sadd(nodes_key(self._prefix), self.node_id)
+            await redis.hset(self.key, mapping=beat.encode())  # type: ignore[arg-type]
+            await redis.pexpire(self.key, self._ttl_ms)
+            await redis.sadd(nodes_key(self._prefix), self.node_id)
         await self._sync_sessions()
         self.beats += 1
 
     async def _sync_sessions(self) -> None:
-        placed, removed = sorted(self._placed), sorted(self._removed)
+        with self._lock:
+            placed, removed = sorted(self._placed), sorted(self._removed)
         with map_redis_errors("updating the node's session set"):
             if placed:
-                await self._redis.sadd(self.sessions_key, *placed)
+                await self._beat_redis.sadd(self.sessions_key, *placed)
             if removed:
-                await self._redis.srem(self.sessions_key, *removed)
-        self._removed.difference_update(removed)
+                await self._beat_redis.srem(self.sessions_key, *removed)
+        with self._lock:
+            # Only what is still removed: a name placed again meanwhile stays placed.
+            self._removed.difference_update(n for n in removed if n not in self._placed)
 
     async def _beat_logged(self) -> None:
         try:
             async with asyncio.timeout(max(self._interval, 1.0) * 2):
-                await self.beat()
+                await self._beat()
         except (StoreUnavailable, TimeoutError) as e:
             if not self._outage:
                 log.warning("heartbeat of %s failed; retrying: %s", self.node_id, e)

@@ -1,6 +1,8 @@
 """RemoteAuth for the node: per-session leases, fenced snapshots, directory entry and event stream.
 
-`RemoteAuth` owns the node's Redis client, snapshot store, lease manager and lease keeper.
+`RemoteAuth` owns the node's Redis client, snapshot store, lease manager and lease keeper. The
+keeper renews on the node's keepalive thread (sessionmesh.aio.LoopThread) with a Redis client of
+its own, so that a main loop busy with browsers cannot make a live node's leases lapse.
 `RemoteSession` binds one session to its lease: it is the session's SnapshotStore (every save
 and delete carries the lease's fence) and its writer of ``P{K}:dir`` and ``P{K}:events``.
 
@@ -38,7 +40,7 @@ from node.remote_store import (
 from node.sends import KEEP_SECONDS, SendRecord
 from node.settings import NodeSettings
 from sessionmesh import retry
-from sessionmesh.aio import cancel_and_wait
+from sessionmesh.aio import LoopThread, cancel_and_wait
 from sessionmesh.redis_conn import RedisClient, create_redis, ping
 from sessionmesh.schema import DirEntry, SessionKeys, text
 from sessionmesh.schema import session_member as session_key
@@ -106,7 +108,18 @@ class RemoteAuth:
         self.leases = LeaseManager(
             self.redis, settings.redis.session_prefix, int(settings.lease_ttl * 1000)
         )
-        self.keeper = LeaseKeeper(self.leases, self._lost)
+        # Renewals and heartbeats: their own thread, loop and client (used only there).
+        self.keepalive = LoopThread(f"keepalive {settings.node_id}")
+        self.keepalive_redis: RedisClient = create_redis(settings.redis)
+        self.keeper = LeaseKeeper(
+            LeaseManager(
+                self.keepalive_redis,
+                settings.redis.session_prefix,
+                int(settings.lease_ttl * 1000),
+            ),
+            self._lost,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.sealer = Sealer(settings.snapshot_keys)
         self._write = self.redis.register_script(WRITE_LUA)
         # When a router's call was last admitted (monotonic; None: never). NodeServer sets it
@@ -120,8 +133,10 @@ class RemoteAuth:
     async def start(self) -> None:
         if self._closed:
             raise RuntimeError("RemoteAuth is closed")
-        await self.keeper.__aenter__()
+        self._loop = asyncio.get_running_loop()
+        self.keepalive.start()
         self._started = True
+        await self.keepalive.run(self.keeper.__aenter__())
         if not await self.reachable():
             log.warning(
                 "Redis is unreachable at start (%s); RemoteAuth starts answer UNAVAILABLE "
@@ -176,6 +191,14 @@ class RemoteAuth:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
 
     def _lost(self, lease: Lease) -> None:
+        """The keeper lost `lease` (called on the keepalive thread): reclaim on the main loop."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._reclaim_lost, lease)
+
+    def _reclaim_lost(self, lease: Lease) -> None:
+        if self._closed:
+            return
         binding = self._bound.get((lease.tenant, lease.session_id))
         if binding is None or binding.lease != lease:
             return
@@ -284,9 +307,17 @@ class RemoteAuth:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._started:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.keeper.aclose())
+                await asyncio.shield(self.keepalive.run(self._close_keepalive()))
+        self.keepalive.close()
         with contextlib.suppress(Exception):
             await self.redis.aclose()
+
+    async def _close_keepalive(self) -> None:
+        """On the keepalive loop: stop the keeper (releasing what it holds), close its client."""
+        try:
+            await self.keeper.aclose()
+        finally:
+            await self.keepalive_redis.aclose()
 
 
 class SealedSendLog:

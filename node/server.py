@@ -78,6 +78,8 @@ class NodeServer:
                 health=self._health_name,
                 interval=settings.heartbeat_interval,
                 ttl=settings.heartbeat_ttl,
+                keepalive=self.remote.keepalive,
+                beat_redis=self.remote.keepalive_redis,
             )
         self.warm = WarmPages(self._pool, settings) if settings.warm_page else None
         self.host = SessionHost(

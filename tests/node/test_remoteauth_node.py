@@ -178,6 +178,38 @@ async def test_hand_off_on_graceful_stop_then_takeover_without_qr(
     assert await conflicts(sandbox.url) == {}
 
 
+async def test_a_busy_main_loop_starves_neither_leases_nor_heartbeats(
+    node_factory: Any,
+    sandbox: Any,
+    redis: RedisClient,
+    redis_server: str,
+    prefixes: tuple[str, str],
+) -> None:
+    """Renewals and heartbeats run on the keepalive thread: a main loop held for three lease
+    TTLs (a page's long task, a burst of browser events) loses no lease and no heartbeat."""
+    ttl = 1.0
+    node = await node_factory(
+        sandbox.url,
+        **remote_settings(
+            redis_server, prefixes, lease_ttl=ttl, heartbeat_interval=0.2, heartbeat_ttl=ttl
+        ),
+    )
+    remote, membership = node.remote, node.membership
+    lease = await remote.leases.acquire(TENANT, "busy", remote.owner)
+    assert lease is not None
+    remote.keeper.add(lease)
+    await wait_for(lambda: remote.keeper.renewals >= 2, what="two renewals")
+    renewals, beats = remote.keeper.renewals, membership.beats
+    time.sleep(3 * ttl)  # noqa: ASYNC251 (the point: the main loop is held, nothing on it runs)
+    # Read before the main loop runs again: all of this happened while it was held.
+    assert remote.keeper.renewals >= renewals + 3, (renewals, remote.keeper.renewals)
+    assert membership.beats >= beats + 3, (beats, membership.beats)
+    assert remote.keeper.lost == {}
+    assert remote.keeper.holds(lease)
+    assert await remote.leases.holder(TENANT, "busy") == (lease.owner, lease.fence)
+    assert await redis.exists(node_key(prefixes[1], node.node_id))
+
+
 async def test_killed_node_is_taken_over_after_its_lease_lapses(
     sandbox: Any,
     node_factory: Any,

@@ -169,7 +169,9 @@ def fit(report: LoadReport) -> planner.Figures:
             "the samples' memory or CPU does not grow with sessions: nothing to plan with"
         )
     # QR against the CPU share the fitted line gives at each sample (not the sample's own,
-    # noisier reading), made non-decreasing.
+    # noisier reading), made non-decreasing. The line is the one predictions use, its base
+    # clamped at 0: read on another, the QR limit lands at another session count.
+    cpu_base = max(0.0, cpu_base)
     points: list[tuple[float, float]] = []
     worst = 0.0
     for s in report.samples:
@@ -183,7 +185,7 @@ def fit(report: LoadReport) -> planner.Figures:
         memory_source=source,
         cpu_source=source,
         memory_base=max(0.0, memory_base),
-        cpu_base=max(0.0, cpu_base),
+        cpu_base=cpu_base,
         qr=planner.QrCurve(tuple(points)),
         qr_limit=report.qr_limit_s,
         cpu_saturation=report.cpu_saturation,

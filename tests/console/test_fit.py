@@ -145,6 +145,20 @@ def test_the_model_is_the_load_tests_when_present_else_the_benchmarks(tmp_path: 
         fit.model(path, BENCHMARKS)
 
 
+def test_a_negative_cpu_intercept_reads_the_qr_curve_on_the_line_it_predicts_with() -> None:
+    """Noisy low CPU readings can fit a line below zero at zero sessions. The prediction clamps
+    that base to 0, so the QR curve must place its samples on the clamped line too: read on
+    the unclamped one it put the QR limit 20 % early (16 predicted against 20 measured)."""
+    # cpu = -0.3 + 0.06 n; QR p95 passes 1.5 s at share 0.45 + 1.2 / 8 = 0.6, i.e. n = 25
+    r = parsed(
+        report(cpu_base=-0.3, cpu_per=0.06, knee=0.45, sessions=(5, 10, 15, 20, 25, 30, 35, 40))
+    )
+    figs = fit.fit(r)
+    assert figs.cpu_base == 0.0
+    capacity = p.capacity(2, 8, figs, 0.2)
+    assert capacity.by_qr is not None and 24 <= capacity.by_qr <= 25, capacity
+
+
 def test_the_committed_load_test_is_predicted_within_15_percent() -> None:
     if not COMMITTED.is_file():
         pytest.skip(

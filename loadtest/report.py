@@ -154,12 +154,17 @@ def write(r: dict[str, Any], out: Path) -> None:
     (out / "loadtest.md").write_text(markdown(r))
 
 
+def _fmt_cores(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
 def markdown(r: dict[str, Any]) -> str:
     b, cp, m = r["browser"], r["control_plane"], r["machine"]
     fo = cp["failover"]
     smoke = r["profile"] == "smoke"
     ramp_rows = "\n".join(
         f"| {s['sessions']} | {s['memory_bytes'] / MIB:.0f} MiB | {s['cpu_cores']:.2f} | "
+        f"{_fmt_cores(s.get('link_cpu_cores'))} | "
         f"{_fmt(s['first_qr_p95_s'])} | {s['headroom']:.0%} | {s.get('load1', '')} | "
         f"{s.get('linked', '')} | {s.get('lease_lapses', '')} | "
         f"{'yes' if s.get('within_limits', True) else 'no'} |"
@@ -211,15 +216,18 @@ arrivals. Past a latency or CPU limit the ramp goes on to its time cap, to map m
 {b["thresholds"]["first_qr_p95_s"]} s, machine memory headroom under
 {b["thresholds"]["memory_headroom"]:.0%}, or the node and its Chromium using
 {b["thresholds"]["cpu_saturation"]:.0%} of the cores; otherwise the ramp's time cap
-(`ramp_end`).
+(`ramp_end`). The CPU a step is judged by is read after its links have settled, over a window
+while the node holds its READY sessions and their messages: linking one account after another
+keeps a node near saturation at any count, so the CPU while linking is shown beside it but
+judges nothing (the first-QR limit judges linking).
 
 **Limit hit: `{b["limit"]}`; READY sessions held within the limits: {b["sessions_per_node"]}.**
 Links: {b["links_ready"]} of {b["links_attempted"]} reached READY. Sessions the node closed
 because their Redis lease lapsed while it was starved of CPU: {b["lease_lapses"]} (the
 "READY sessions" column counts what the node held at the end of each step, not links made).
 
-| READY sessions | node + Chromium PSS | CPU (cores, step average) | first-QR p95 of the step | memory headroom | load (1 min) | links so far | closed by lease lapse | within limits |
-|---:|---:|---:|---:|---:|---:|---:|---:|---|
+| READY sessions | node + Chromium PSS | CPU holding them (cores) | CPU while linking the step (cores) | first-QR p95 of the step | memory headroom | load (1 min) | links so far | closed by lease lapse | within limits |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
 {ramp_rows}
 {per_session}
 ![memory](loadtest/memory.png)

@@ -154,17 +154,13 @@ def write(r: dict[str, Any], out: Path) -> None:
     (out / "loadtest.md").write_text(markdown(r))
 
 
-def _fmt_cores(value: float | None) -> str:
-    return "" if value is None else f"{value:.2f}"
-
-
 def markdown(r: dict[str, Any]) -> str:
     b, cp, m = r["browser"], r["control_plane"], r["machine"]
     fo = cp["failover"]
     smoke = r["profile"] == "smoke"
     ramp_rows = "\n".join(
         f"| {s['sessions']} | {s['memory_bytes'] / MIB:.0f} MiB | {s['cpu_cores']:.2f} | "
-        f"{_fmt_cores(s.get('link_cpu_cores'))} | "
+        f"{_fmt(s.get('link_cpu_cores'), '')} | "
         f"{_fmt(s['first_qr_p95_s'])} | {s['headroom']:.0%} | {s.get('load1', '')} | "
         f"{s.get('linked', '')} | {s.get('lease_lapses', '')} | "
         f"{'yes' if s.get('within_limits', True) else 'no'} |"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from node.remote_store import StoreUnavailable
-from sessionmesh.aio import cancel_and_wait
+from sessionmesh.aio import call_soon_in, cancel_and_wait
 from sessionmesh.redis_conn import DEFAULT_SESSION_PREFIX, RedisClient, redis_outages
 from sessionmesh.schema import SessionKeys, text
 from sessionmesh.schema import session_member as session_key
@@ -253,16 +253,10 @@ class LeaseKeeper:
 
     def _poke(self) -> None:
         """Wake the loop, from its own thread or another."""
-        loop = self._loop
-        try:
-            here = asyncio.get_running_loop()
-        except RuntimeError:
-            here = None
-        if loop is None or loop is here:
+        if self._loop is None:  # not entered yet: its first turn reads _held anyway
             self._wake.set()
-            return
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(self._wake.set)
+        else:
+            call_soon_in(self._loop, self._wake.set)
 
     async def release(self, lease: Lease) -> bool:
         """Stop renewing `lease` and give it up in Redis."""

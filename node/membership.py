@@ -210,9 +210,8 @@ class Membership:
                 await self._beat_redis.sadd(self.sessions_key, *placed)
             if removed:
                 await self._beat_redis.srem(self.sessions_key, *removed)
-        with self._lock:
-            # Only what is still removed: a name placed again meanwhile stays placed.
-            self._removed.difference_update(n for n in removed if n not in self._placed)
+        with self._lock:  # a name placed again meanwhile left _removed then
+            self._removed.difference_update(removed)
 
     async def _beat_logged(self) -> None:
         try:

@@ -40,7 +40,7 @@ from node.remote_store import (
 from node.sends import KEEP_SECONDS, SendRecord
 from node.settings import NodeSettings
 from sessionmesh import retry
-from sessionmesh.aio import LoopThread, cancel_and_wait
+from sessionmesh.aio import LoopThread, call_soon_in, cancel_and_wait
 from sessionmesh.redis_conn import RedisClient, create_redis, ping
 from sessionmesh.schema import DirEntry, SessionKeys, text
 from sessionmesh.schema import session_member as session_key
@@ -192,9 +192,8 @@ class RemoteAuth:
 
     def _lost(self, lease: Lease) -> None:
         """The keeper lost `lease` (called on the keepalive thread): reclaim on the main loop."""
-        if self._loop is not None and not self._loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                self._loop.call_soon_threadsafe(self._reclaim_lost, lease)
+        if self._loop is not None:
+            call_soon_in(self._loop, self._reclaim_lost, lease)
 
     def _reclaim_lost(self, lease: Lease) -> None:
         if self._closed:
@@ -308,7 +307,7 @@ class RemoteAuth:
         if self._started:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.keepalive.run(self._close_keepalive()))
-        self.keepalive.close()
+        await asyncio.to_thread(self.keepalive.close)  # a join: not on this loop
         with contextlib.suppress(Exception):
             await self.redis.aclose()
 

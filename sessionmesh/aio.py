@@ -30,6 +30,22 @@ async def cancel_and_wait(task: asyncio.Future[object] | asyncio.Future[None] | 
         log.warning("%r ended with an error while stopping", task, exc_info=task.exception())
 
 
+def call_soon_in(
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: object
+) -> None:
+    """`callback(*args)` on `loop`, from any thread: at once when called on that loop itself,
+    else at its next turn; dropped once the loop is closed."""
+    try:
+        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        here = None
+    if here is loop:
+        callback(*args)
+    elif not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # it closed meanwhile
+            loop.call_soon_threadsafe(callback, *args)
+
+
 class LoopThread:
     """An event loop on a daemon thread of its own.
 
@@ -80,12 +96,7 @@ class LoopThread:
 
     def call_soon(self, callback: Callable[..., object], *args: object) -> None:
         """`callback(*args)` on this loop, from any thread; dropped once the loop is closed."""
-        if self.on_thread():
-            callback(*args)
-            return
-        if not self.loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # it closed meanwhile
-                self.loop.call_soon_threadsafe(callback, *args)
+        call_soon_in(self.loop, callback, *args)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the loop (its tasks are cancelled) and join the thread. Idempotent."""

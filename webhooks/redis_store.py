@@ -200,6 +200,15 @@ end
 return n
 """
 
+# KEYS: depth, tenants. ARGV: base. One read, so depth and dead letters add up.
+STATS_LUA = """
+local dead = 0
+for _, tenant in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  dead = dead + redis.call('ZCARD', ARGV[1] .. 'dead:' .. tenant)
+end
+return {tonumber(redis.call('GET', KEYS[1]) or '0'), dead}
+"""
+
 # KEYS: hooks, hookv, ver. ARGV: id, json, limit.
 ADD_HOOK_LUA = """
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
@@ -269,6 +278,7 @@ class RedisStore(WebhookStore):
         self._replay = r.register_script(REPLAY_LUA)
         self._add_hook = r.register_script(ADD_HOOK_LUA)
         self._save_hook = r.register_script(SAVE_HOOK_LUA)
+        self._stats = r.register_script(STATS_LUA)
 
     def __repr__(self) -> str:
         return f"RedisStore(base={self.base!r})"
@@ -543,13 +553,10 @@ class RedisStore(WebhookStore):
                 await pipe.execute()
 
     async def stats(self) -> Stats:
+        keys = [self.base + "depth", self.base + "tenants"]
         with _redis_errors():
-            depth = int(await self.redis.get(self.base + "depth") or 0)
-            tenants = await self.redis.smembers(self.base + "tenants")
-            dead = 0
-            for tenant in tenants:
-                dead += int(await self.redis.zcard(self.base + "dead:" + _text(tenant)))
-        return Stats(depth=max(0, depth), dead=dead)
+            depth, dead = await self._stats(keys=keys, args=[self.base])
+        return Stats(depth=max(0, int(depth)), dead=int(dead))
 
     async def maintain(self) -> None:
         """Dead letters past MESH_WEBHOOK_DEAD_TTL leave their lists (their records expire by

@@ -61,3 +61,22 @@ async def test_outcomes_lag_depth_and_dead_letters(
     finally:
         await dispatcher.aclose()
         provider.shutdown()
+
+
+async def test_stats_are_one_snapshot_of_depth_and_dead_letters(
+    store: WebhookStore, receivers: Any, dispatchers: Any, events: Events
+) -> None:
+    """Every delivery is in the outbox or dead, never both and never neither: a read of the
+    figures while deliveries die must add up to what was published."""
+    rx = await receivers()
+    rx.answer = lambda _n: 404
+    await add_hook(store, rx.url)
+    total = 40
+    await publish(store, *(events.state(f"s{i}", pb.READY) for i in range(total)))
+    await dispatchers(store)
+    reads = []
+    while not reads or reads[-1].dead < total:
+        reads.append(await store.stats())
+        assert len(reads) < 100_000, "the deliveries did not all die"
+    torn = [(s.depth, s.dead) for s in reads if s.depth + s.dead != total]
+    assert not torn, f"{len(torn)} of {len(reads)} reads do not add up to {total}: {torn[:5]}"

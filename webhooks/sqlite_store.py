@@ -433,8 +433,11 @@ class SqliteStore(WebhookStore):
 
     async def stats(self) -> Stats:
         def count(db: sqlite3.Connection) -> Stats:
-            (depth,) = db.execute(f"SELECT COUNT(*) FROM deliveries WHERE {_PENDING}").fetchone()
-            (dead,) = db.execute("SELECT COUNT(*) FROM deliveries WHERE status = 'dead'").fetchone()
+            # One statement: one snapshot, even while another process settles deliveries.
+            depth, dead = db.execute(
+                f"SELECT (SELECT COUNT(*) FROM deliveries WHERE {_PENDING}),"
+                " (SELECT COUNT(*) FROM deliveries WHERE status = 'dead')"
+            ).fetchone()
             return Stats(depth=depth, dead=dead)
 
         return await self._run(count)

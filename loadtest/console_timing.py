@@ -13,15 +13,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import async_playwright
 
+from console.client import MeshClient
+from console.errors import ApiError
+from console.settings import ConsoleSettings
 from sessionmesh import chromium
 
 PAGES = {"overview": "", "latency": "latency", "sessions": "sessions", "planner": "planner",
          "webhooks": "webhooks"}  # fmt: skip
+CALL_REPEATS = 5
 DONE = "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
 
 
@@ -61,14 +68,48 @@ async def time_pages(
     return out
 
 
+def time_calls(router: str, token: str) -> dict[str, float | None]:
+    """Median seconds of each router call the pages make; the session opened is the first
+    listed, as the sessions page opens it."""
+    api = MeshClient(ConsoleSettings(router=router, token=token, timeout=30.0))
+    try:
+        listed = api.sessions()
+        first = listed[0] if listed else None
+        calls: dict[str, Callable[[], Any]] = {
+            "GetClusterStatus": api.cluster,
+            "ListSessions (all pages)": api.sessions,
+            "GetLatency": api.latency,
+        }
+        if first is not None:
+            calls["GetSession"] = lambda: api.session(first.session_id)
+            calls["WatchSession (history replay)"] = lambda: api.history(first)
+        out: dict[str, float | None] = {}
+        for name, call in calls.items():
+            took = []
+            try:
+                for _ in range(CALL_REPEATS):
+                    t0 = time.perf_counter()
+                    call()
+                    took.append(time.perf_counter() - t0)
+                out[name] = round(statistics.median(took), 3)
+            except ApiError:
+                out[name] = None
+        return out
+    finally:
+        api.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="loadtest.console_timing", description=__doc__)
     parser.add_argument("--url", required=True)
     parser.add_argument("--token", required=True)
     parser.add_argument("--shots", type=Path, default=None, help="save each page's screenshot here")
     parser.add_argument("--deadline", type=float, default=30.0, help="s per page at most")
+    parser.add_argument("--router", default="", help="also time the router calls the pages make")
     args = parser.parse_args(argv)
-    print(json.dumps(asyncio.run(time_pages(args.url, args.token, args.deadline, args.shots))))
+    pages = asyncio.run(time_pages(args.url, args.token, args.deadline, args.shots))
+    calls = time_calls(args.router, args.token) if args.router else {}
+    print(json.dumps({"pages": pages, "calls": calls}))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from loadtest.console_timing import CALL_REPEATS
+
 MIB = 2**20
 
 
@@ -61,6 +63,7 @@ def machine_readable(r: dict[str, Any]) -> dict[str, Any]:
             )
         },
         "console_pages_s": r["console_pages_s"],
+        "console_calls_s": r.get("console_calls_s", {}),
     }
 
 
@@ -181,6 +184,13 @@ def markdown(r: dict[str, Any]) -> str:
         f"| {name} | {_fmt(s)} | {'yes' if s is not None and s <= 3.0 else 'NO'} |"
         for name, s in r["console_pages_s"].items()
     )
+    calls = "\n".join(f"| {name} | {_fmt(s)} |" for name, s in r.get("console_calls_s", {}).items())
+    if calls:
+        calls = (
+            "\nThe router calls those pages make, timed right after them as the console's client "
+            f"makes them (median of {CALL_REPEATS}): what a slow page waited on.\n\n"
+            "| call | median |\n|---|---:|\n" + calls + "\n"
+        )
     split_rows = "\n".join(
         f"| {side} | "
         + " | ".join(
@@ -281,4 +291,4 @@ click until the page's script finished (goal: 3 s).
 | page | render | within 3 s |
 |---|---:|---|
 {pages}
-"""
+{calls}"""

@@ -556,15 +556,17 @@ def control_plane(
         log("control plane: timing the console's pages")
         timing = subprocess.run(
             [sys.executable, "-m", "loadtest.console_timing", "--url", console_url,
-             "--token", mesh.token, "--shots", str(workdir)],
+             "--token", mesh.token, "--shots", str(workdir),
+             "--router", mesh.routers["router-1"]],
             capture_output=True, text=True, timeout=600, cwd=ROOT,
         )  # fmt: skip
         try:
-            console_pages = json.loads(timing.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
+            timed = json.loads(timing.stdout.strip().splitlines()[-1])
+            console_pages, console_calls = timed["pages"], timed["calls"]
+        except (ValueError, IndexError, KeyError, TypeError):
             log(f"console timing failed: {timing.stderr[-2000:]}")
-            console_pages = {}
-        log(f"console pages: {console_pages}")
+            console_pages, console_calls = {}, {}
+        log(f"console pages: {console_pages}; the calls they make: {console_calls}")
         # The browser node holding the most sessions is the one killed.
         held = cluster_sessions(mesh)
         victim = max(browser_nodes, key=lambda n: (held.get(n, 0), n))
@@ -617,6 +619,7 @@ def control_plane(
             else 0.0,
             "router_memory_bytes": max(router_pss, default=0),
             "console_pages": console_pages,
+            "console_calls": console_calls,
             "failover": {**fo, "at_s": kill_t, "router_log": deaths},
             "rows": rows,
             "events": events,
@@ -704,6 +707,7 @@ def main(argv: list[str] | None = None) -> None:
         "browser": ramp,
         "control_plane": cp,
         "console_pages_s": cp.pop("console_pages"),
+        "console_calls_s": cp.pop("console_calls"),
         "duration_s": round((dt.datetime.now(dt.UTC) - started).total_seconds()),
     }
     result["_csv_dir"] = str(args.out / "loadtest")

@@ -15,6 +15,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = {"overview", "latency", "sessions", "planner", "webhooks"}
+CALLS = {"GetClusterStatus", "ListSessions (all pages)", "GetLatency", "GetSession",
+         "WatchSession (history replay)"}  # fmt: skip
 
 
 @pytest.mark.timeout(420)
@@ -32,7 +34,7 @@ def test_smoke_loadtest_writes_report_and_json(tmp_path: Path) -> None:
 
     data = json.loads((out / "loadtest.json").read_text())
     assert set(data) == {"generated", "command", "profile", "machine", "page_weight", "browser",
-                         "control_plane", "console_pages_s"}, data  # fmt: skip
+                         "control_plane", "console_pages_s", "console_calls_s"}, data  # fmt: skip
     assert data["profile"] == "smoke" and data["page_weight"] == "light"
     assert set(data["machine"]) == {"cores", "memory_bytes", "load_before"}
     assert data["machine"]["cores"] >= 1 and data["machine"]["memory_bytes"] > 0
@@ -70,6 +72,9 @@ def test_smoke_loadtest_writes_report_and_json(tmp_path: Path) -> None:
     assert set(data["console_pages_s"]) == PAGES
     for page, seconds in data["console_pages_s"].items():
         assert seconds is not None and 0 < seconds < 30, (page, seconds)
+    assert set(data["console_calls_s"]) == CALLS
+    for call, seconds in data["console_calls_s"].items():
+        assert seconds is not None and 0 < seconds < 30, (call, seconds)
 
     md = (out / "loadtest.md").read_text()
     assert "Smoke run (tests only)" in md

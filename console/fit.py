@@ -199,17 +199,33 @@ class Check:
     predicted: planner.Capacity
     measured: int
     measured_limit: str  # one of LIMITS
+    # The ramp's first step past the limit: the capacity is under it. The ramp adds several
+    # sessions a step, so it measures a range (held at `measured`, failed at this), not a point.
+    failed_at: int | None = None
 
     @property
     def measured_bound(self) -> str:
         return BOUNDS[self.measured_limit]
 
     @property
+    def measured_top(self) -> int:
+        """The most sessions the measure allows: one under the step that failed."""
+        if self.failed_at is None or self.lower_bound:
+            return self.measured
+        return max(self.measured, self.failed_at - 1)
+
+    @property
     def error(self) -> float:
-        """(predicted - measured) / measured; infinite when nothing fitted and some is predicted."""
+        """How far the prediction falls outside the measured range, as a share of its nearer
+        end (0 inside it); infinite when nothing fitted and some is predicted."""
+        got = self.predicted.sessions
         if self.measured == 0:
-            return 0.0 if self.predicted.sessions == 0 else math.inf
-        return (self.predicted.sessions - self.measured) / self.measured
+            return 0.0 if got == 0 else math.inf
+        if got < self.measured:
+            return (got - self.measured) / self.measured
+        if got > self.measured_top:
+            return (got - self.measured_top) / self.measured_top
+        return 0.0
 
     @property
     def lower_bound(self) -> bool:
@@ -235,7 +251,8 @@ def check(report: LoadReport, figures: planner.Figures | None = None) -> Check:
             figures, memory_base=figures.memory_base + max(0.0, report.other_memory)
         )
     predicted = planner.capacity(report.cores, report.ram_gb, figures, report.memory_headroom)
-    return Check(predicted, report.sessions_per_node, report.limit)
+    past = [s.sessions for s in report.samples if s.sessions > report.sessions_per_node]
+    return Check(predicted, report.sessions_per_node, report.limit, min(past, default=None))
 
 
 @dataclass(frozen=True)

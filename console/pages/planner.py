@@ -66,7 +66,12 @@ def show_model(figs: planner.Figures, report: fit.LoadReport | None) -> None:
             "not on a node host."
         )
     verdict = "within" if c.within else "outside"
-    measured = f"{c.measured}" + (" (at least: the ramp ended first)" if c.lower_bound else "")
+    if c.lower_bound:
+        measured = f"{c.measured} (at least: the ramp ended first)"
+    elif c.measured_top > c.measured:
+        measured = f"{c.measured} to {c.measured_top}: held {c.measured}, failed at {c.failed_at}"
+    else:
+        measured = f"{c.measured}"
     st.table(
         hide_index=True,
         data={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,19 @@ def test_a_prediction_off_by_more_than_15_percent_is_reported_as_such() -> None:
     c = fit.check(parsed(report(measured=60)))
     assert c.error == pytest.approx((43 - 60) / 60)
     assert not c.within
+
+
+def test_a_ramp_in_steps_measures_a_range_and_the_prediction_is_judged_against_it() -> None:
+    """Held at 10, failed at 15: the capacity is 10 to 14, and 12 predicted is no error."""
+    sessions = (0, 5, 10, 15, 20)
+    c = fit.check(parsed(report(measured=10, sessions=sessions)))
+    assert c.failed_at == 15 and c.measured_top == 14
+    inside = fit.Check(dataclasses.replace(c.predicted, sessions=12), 10, c.measured_limit, 15)
+    assert inside.error == 0.0 and inside.within
+    over = fit.Check(dataclasses.replace(c.predicted, sessions=17), 10, c.measured_limit, 15)
+    assert over.error == pytest.approx((17 - 14) / 14) and not over.within
+    under = fit.Check(dataclasses.replace(c.predicted, sessions=8), 10, c.measured_limit, 15)
+    assert under.error == pytest.approx(-0.2) and not under.within
 
 
 def test_a_ramp_that_ended_first_makes_the_measure_a_floor() -> None:

@@ -192,7 +192,7 @@ async def test_the_planner_shows_the_load_tests_prediction_against_its_measure(
     assert at.title[0].value == "Tier planner"
     model = at.table[2].value
     assert "43 (first limit: first-QR p95)" in str(model["predicted sessions per node"].iloc[0])
-    assert "43 (limit: first-QR p95)" in str(model["measured"].iloc[0])
+    assert "43 to 49: held 43, failed at 50 (limit: first-QR p95)" in str(model["measured"].iloc[0])
     assert "+0.0% (within ±15%)" in str(model["error"].iloc[0])
     assert "fitted over 7 load-test samples" in " ".join(map(str, at.table[0].value["value"]))
     assert any("Fitted from" in c.value for c in at.caption)

@@ -184,7 +184,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"| {name} | {_fmt(s)} | {'yes' if s is not None and s <= 3.0 else 'NO'} |"
         for name, s in r["console_pages_s"].items()
     )
-    calls = "\n".join(f"| {name} | {_fmt(s)} |" for name, s in r.get("console_calls_s", {}).items())
+    calls = "\n".join(
+        f"| {name} | {_fmt(None if s is None else s * 1000, ' ms')} |"
+        for name, s in r.get("console_calls_s", {}).items()
+    )
     if calls:
         calls = (
             "\nThe router calls those pages make, timed right after them as the console's client "
